@@ -1,0 +1,1 @@
+"""gintune: a Gin-configured training library for LLM post-training."""

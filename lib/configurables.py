@@ -1,0 +1,8 @@
+"""Imports every module that defines a configurable, so gin knows all names before parsing.
+
+Model builders import torchtune inside their bodies, so registering costs no torchtune import.
+"""
+
+from lib import losses, optim, reporting, schedules, trainer  # noqa: F401
+from lib.data import preference_data, tokenizer  # noqa: F401
+from lib.models import hf, llama, qwen2  # noqa: F401

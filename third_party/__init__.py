@@ -1,0 +1,1 @@
+"""Seams to external libraries at the versions pinned in constraints.txt."""
