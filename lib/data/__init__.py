@@ -1,0 +1,1 @@
+"""Preference data: sources, tokenizer, encoding, batching."""

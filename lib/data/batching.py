@@ -1,0 +1,73 @@
+"""Batches of pairs: which pairs each rank reads at a step, and how they become tensors.
+
+The order of the training set is a pure function of (seed, epoch), so the batch of any step can
+be recomputed without replaying the data: a resumed run reads exactly what it would have read.
+A global batch is split into contiguous per-rank slices, and each slice into micro-batches.
+"""
+
+from typing import List, Sequence
+
+import torch
+
+from lib.data.encoding import EncodedPair
+
+
+class PairSchedule:
+    """Maps a step to the pair indices this rank reads, epoch after epoch."""
+
+    def __init__(self, num_pairs: int, global_batch_size: int, rank: int, world_size: int,
+                 micro_batch_size: int, seed: int):
+        per_rank = global_batch_size // world_size
+        if global_batch_size % (world_size * micro_batch_size):
+            raise ValueError(
+                f"global_batch_size={global_batch_size} must be divisible by world_size "
+                f"({world_size}) x micro_batch_size ({micro_batch_size})")
+        if num_pairs < global_batch_size:
+            raise ValueError(f"the training set has {num_pairs} pairs, fewer than one "
+                             f"global batch ({global_batch_size})")
+        self.num_pairs, self.global_batch_size = num_pairs, global_batch_size
+        self.steps_per_epoch = num_pairs // global_batch_size  # the remainder is skipped
+        self._slice = slice(rank * per_rank, (rank + 1) * per_rank)
+        self._micro = micro_batch_size
+        self._seed = seed
+        self._perm_epoch, self._perm = None, None
+
+    def micro_batches(self, step: int) -> List[List[int]]:
+        """The pair indices of each micro-batch this rank runs at `step` (0-based)."""
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(self._seed * 1_000_003 + epoch)
+            self._perm, self._perm_epoch = torch.randperm(self.num_pairs, generator=g), epoch
+        batch = self._perm[i * self.global_batch_size:(i + 1) * self.global_batch_size]
+        mine = batch[self._slice].tolist()
+        return [mine[j:j + self._micro] for j in range(0, len(mine), self._micro)]
+
+
+def eval_shard(num_pairs: int, rank: int, world_size: int, batch_size: int):
+    """Splits the eval set across ranks without padding duplicates.
+
+    Returns a list of index lists, the same number for every rank (FSDP needs every rank in
+    each forward); a rank with fewer pairs gets empty lists at the end.
+    """
+    mine = list(range(rank, num_pairs, world_size))
+    longest = -(-num_pairs // world_size)
+    num_batches = -(-longest // batch_size)
+    return [mine[j * batch_size:(j + 1) * batch_size] for j in range(num_batches)]
+
+
+def collate(pairs: Sequence[EncodedPair], pad_id: int) -> dict:
+    """Stacks chosen then rejected sides into one right-padded batch for a single forward.
+
+    Returns tokens and attention_mask of shape [2n, longest side in the batch], and margin [n]
+    (0 where a pair has none).
+    """
+    seqs = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    longest = max(map(len, seqs))
+    tokens = torch.full((len(seqs), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), longest), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        tokens[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, :len(s)] = True
+    margin = torch.tensor([p.margin or 0.0 for p in pairs], dtype=torch.float32)
+    return {"tokens": tokens, "attention_mask": mask, "margin": margin,
+            "num_tokens": int(mask.sum())}

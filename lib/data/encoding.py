@@ -1,0 +1,104 @@
+"""Turning preference pairs into token ids, with an explicit over-length policy.
+
+Each side of a pair is `prompt ids + response ids`: BOS starts the prompt and EOS ends the
+response, so the reward is read at the EOS token. A side longer than `max_length` is handled by
+the policy:
+- "error": stop with the row that is too long;
+- "drop": drop the pair;
+- "truncate": drop the oldest prompt tokens (keeping BOS), and if the response alone still does
+  not fit, cut the response's tail (keeping the final EOS).
+Pairs whose two sides are identical token for token (before or after truncation) carry no
+preference and are dropped. Every decision is counted in EncodingStats.
+"""
+
+import dataclasses
+from typing import List, Optional, Sequence
+
+from lib.data.sources import DataError, PreferencePair
+
+POLICIES = ("error", "drop", "truncate")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedPair:
+    chosen: List[int]
+    rejected: List[int]
+    margin: Optional[float]
+    source: str
+
+
+@dataclasses.dataclass
+class EncodingStats:
+    rows: int = 0
+    kept: int = 0
+    over_length: int = 0          # pairs with at least one side over max_length
+    truncated: int = 0            # ... of which were truncated and kept
+    dropped_over_length: int = 0  # ... of which were dropped ("drop" policy)
+    dropped_identical: int = 0    # identical sides before truncation (no preference)
+    dropped_identical_after_truncation: int = 0
+
+    def as_dict(self, prefix: str):
+        return {f"{prefix}/{k}": v for k, v in dataclasses.asdict(self).items()}
+
+
+def encode_pairs(pairs: Sequence[PreferencePair], tokenizer, max_length: int,
+                 overlength_policy: str):
+    """Returns (list of EncodedPair, EncodingStats)."""
+    if overlength_policy not in POLICIES:
+        raise ValueError(f"overlength_policy={overlength_policy!r}; valid: {', '.join(POLICIES)}")
+    if max_length < 4:
+        raise ValueError(f"max_length={max_length} is too small to hold BOS, a token and EOS")
+    stats, out = EncodingStats(rows=len(pairs)), []
+    for pair in pairs:
+        prompt, chosen, rejected = _encode_sides(pair, tokenizer)
+        sides = [prompt + chosen, prompt + rejected]
+        if sides[0] == sides[1]:
+            stats.dropped_identical += 1
+            continue
+        if max(map(len, sides)) > max_length:
+            stats.over_length += 1
+            if overlength_policy == "error":
+                raise DataError(
+                    f"{pair.source}: {max(map(len, sides))} tokens is longer than max_length="
+                    f"{max_length}; raise max_length or set overlength_policy to 'drop' or "
+                    "'truncate'")
+            if overlength_policy == "drop":
+                stats.dropped_over_length += 1
+                continue
+            sides = [_truncate(prompt, r, max_length) for r in (chosen, rejected)]
+            if sides[0] == sides[1]:
+                stats.dropped_identical_after_truncation += 1
+                continue
+            stats.truncated += 1
+        out.append(EncodedPair(sides[0], sides[1], pair.margin, pair.source))
+    stats.kept = len(out)
+    return out, stats
+
+
+def _encode_sides(pair: PreferencePair, tokenizer):
+    """Returns (prompt ids, chosen response ids, rejected response ids)."""
+    if not pair.conversational:
+        return (tokenizer.encode(pair.prompt, add_bos=True, add_eos=False),
+                tokenizer.encode(pair.chosen, add_bos=False, add_eos=True),
+                tokenizer.encode(pair.rejected, add_bos=False, add_eos=True))
+    prompt_text = tokenizer.render(pair.prompt) if pair.prompt else ""
+    responses = []
+    for msgs in (pair.chosen, pair.rejected):
+        full = tokenizer.render(pair.prompt + msgs)
+        if not full.startswith(prompt_text):
+            raise DataError(f"{pair.source}: the chat template renders the prompt differently "
+                            "on its own and inside the conversation; cannot split them")
+        responses.append(tokenizer.encode(full[len(prompt_text):], add_bos=False, add_eos=True))
+    return tokenizer.encode(prompt_text, add_bos=True, add_eos=False), *responses
+
+
+def _truncate(prompt: List[int], response: List[int], max_length: int) -> List[int]:
+    excess = len(prompt) + len(response) - max_length
+    if excess <= 0:
+        return prompt + response
+    keep_prompt = max(1, len(prompt) - excess)  # position 0 is BOS
+    prompt = prompt[:1] + prompt[len(prompt) - keep_prompt + 1:] if keep_prompt > 1 else prompt[:1]
+    room = max_length - len(prompt)
+    if len(response) > room:
+        response = response[:room - 1] + response[-1:]  # keep EOS last
+    return prompt + response

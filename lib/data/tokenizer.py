@@ -1,0 +1,76 @@
+"""The tokenizer: a Hugging Face tokenizer.json through torchtune's HuggingFaceBaseTokenizer.
+
+The same loader serves the shipped demo tokenizer and a real model's directory (Llama 3.x and
+Qwen2.5 both ship tokenizer.json and tokenizer_config.json). Conversations are rendered with the
+`chat_template` of tokenizer_config.json.
+"""
+
+import json
+import pathlib
+from typing import List
+
+import gin
+
+from lib.config import resolve_path
+
+
+class Tokenizer:
+    """Encodes text to ids; renders conversations with the directory's chat template."""
+
+    def __init__(self, directory: pathlib.Path):
+        from torchtune.modules.transforms.tokenizers import HuggingFaceBaseTokenizer
+
+        directory = pathlib.Path(directory)
+        config_path = directory / "tokenizer_config.json"
+        gen_path = directory / "generation_config.json"
+        if not (directory / "tokenizer.json").exists():
+            raise FileNotFoundError(f"{directory}: no tokenizer.json")
+        self._tt = HuggingFaceBaseTokenizer(
+            str(directory / "tokenizer.json"),
+            tokenizer_config_json_path=str(config_path) if config_path.exists() else None,
+            generation_config_path=str(gen_path) if gen_path.exists() else None)
+        self.config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        self.path = directory
+        self.bos_id, self.eos_id = self._tt.bos_id, self._tt.eos_id
+        self.pad_id = self._pad_id()
+        self.vocab_size = self._tt.tokenizer.get_vocab_size(with_added_tokens=True)
+        self.chat_template = self.config.get("chat_template")
+        self._bos_text = self._tt.tokenizer.id_to_token(self.bos_id)
+
+    def _pad_id(self) -> int:
+        pad = self.config.get("pad_token")
+        if isinstance(pad, dict):
+            pad = pad.get("content")
+        pad_id = self._tt.tokenizer.token_to_id(pad) if isinstance(pad, str) else None
+        # Padded positions are never attended to nor read, so any id is safe; EOS is the
+        # conventional fallback for tokenizers that define no pad token (Llama 3).
+        return self.eos_id if pad_id is None else pad_id
+
+    def encode(self, text: str, add_bos: bool, add_eos: bool) -> List[int]:
+        if add_bos and self._bos_text and text.startswith(self._bos_text):
+            text = text[len(self._bos_text):]  # chat templates often write BOS themselves
+        return self._tt.encode(text, add_bos=add_bos, add_eos=add_eos)
+
+    def render(self, messages: List[dict]) -> str:
+        """Renders messages with the chat template (a jinja2 sandbox, as transformers does)."""
+        if not self.chat_template:
+            raise ValueError(f"{self.path}/tokenizer_config.json has no chat_template; "
+                             "conversational data needs one")
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        return env.from_string(self.chat_template).render(
+            messages=messages, add_generation_prompt=False,
+            bos_token=self._bos_text or "", eos_token="")
+
+
+@gin.configurable
+def build_tokenizer(path: str) -> Tokenizer:
+    """Loads the tokenizer of a directory.
+
+    Args:
+      path: a directory holding tokenizer.json and tokenizer_config.json (or
+        generation_config.json for BOS/EOS); relative paths resolve against the search roots.
+        For a real model this is the local HF checkpoint directory.
+    """
+    return Tokenizer(resolve_path(path, "tokenizer directory"))
