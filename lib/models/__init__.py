@@ -1,0 +1,1 @@
+"""Model families (a package each) and the reward head they share."""

@@ -1,0 +1,66 @@
+"""Reward models initialized from a local Hugging Face checkpoint directory.
+
+The directory holds config.json and *.safetensors (one file or an index of shards), as
+`save_pretrained` writes them. The family comes from config.json's `model_type`. A
+`*ForSequenceClassification` checkpoint brings its `score.weight` as the reward head; a base or
+causal-LM checkpoint gets a fresh head (its LM head, tied or not, is not used). Every other key
+must match exactly: there is no non-strict fallback.
+"""
+
+import json
+import pathlib
+
+import gin
+
+from lib.config import resolve_path
+from lib.models import llama, qwen2
+from lib.models.llama import convert as llama_convert
+from lib.models.qwen2 import convert as qwen2_convert
+
+FAMILIES = {
+    "llama": (llama.llama3_reward_model, llama_convert),
+    "qwen2": (qwen2.qwen2_reward_model, qwen2_convert),
+}
+
+
+@gin.configurable
+def hf_reward_model(checkpoint_dir: str, model_type: str, attn_dropout: float = 0.0):
+    """Builds a reward model from a local HF checkpoint directory and loads its weights.
+
+    Args:
+      checkpoint_dir: a local directory with config.json and *.safetensors (nothing is
+        downloaded); relative paths resolve against the search roots.
+      model_type: the family the config expects ("llama" or "qwen2"); a directory whose
+        config.json says otherwise is refused.
+      attn_dropout: attention dropout; 0 by default (the checkpoint's dropout is not used).
+    """
+    directory = resolve_path(checkpoint_dir, "HF checkpoint directory")
+    config = json.loads((directory / "config.json").read_text())
+    if model_type not in FAMILIES:
+        raise ValueError(f"hf_reward_model.model_type={model_type!r}; supported: "
+                         f"{', '.join(sorted(FAMILIES))}")
+    if config.get("model_type") != model_type:
+        raise ValueError(f"{directory}/config.json has model_type {config.get('model_type')!r}, "
+                         f"but the config expects {model_type!r}")
+    build, convert = FAMILIES[model_type]
+    # Call the undecorated builder so this model's architecture comes from config.json alone.
+    model = build.__wrapped__(**convert.architecture_from_hf(config), attn_dropout=attn_dropout)
+    hf_state = load_safetensors(directory)
+    score = hf_state.pop("score.weight", None)
+    hf_state.pop("lm_head.weight", None)
+    state = convert.hf_to_tune(hf_state, config)
+    state["output.weight"] = score if score is not None else model.output.weight.detach()
+    model.load_state_dict(state, strict=True, assign=False)
+    return model
+
+
+def load_safetensors(directory: pathlib.Path) -> dict:
+    from safetensors.torch import load_file
+
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{directory}: no *.safetensors files")
+    state = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    return state

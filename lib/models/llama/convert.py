@@ -1,0 +1,26 @@
+"""Llama 3.x weights between Hugging Face (`LlamaForCausalLM` / `...ForSequenceClassification`)
+and torchtune layouts, through torchtune's own key map and rotary permutation."""
+
+
+def architecture_from_hf(config: dict) -> dict:
+    """Keyword arguments of llama3_reward_model for an HF config.json."""
+    scaling = config.get("rope_scaling") or {}
+    if scaling and scaling.get("rope_type", scaling.get("type")) != "llama3":
+        raise ValueError(f"unsupported rope_scaling {scaling}; only Llama 3 scaling is")
+    return dict(
+        vocab_size=config["vocab_size"], num_layers=config["num_hidden_layers"],
+        num_heads=config["num_attention_heads"],
+        num_kv_heads=config.get("num_key_value_heads", config["num_attention_heads"]),
+        embed_dim=config["hidden_size"], intermediate_dim=config["intermediate_size"],
+        max_seq_len=config["max_position_embeddings"],
+        rope_base=float(config.get("rope_theta", 500_000.0)),
+        rope_scale_factor=int(scaling["factor"]) if scaling else None,
+        norm_eps=config.get("rms_norm_eps", 1e-5))
+
+
+def hf_to_tune(state_dict: dict, config: dict) -> dict:
+    from torchtune.models.convert_weights import hf_to_tune as convert
+
+    return convert(state_dict, num_heads=config["num_attention_heads"],
+                   num_kv_heads=config.get("num_key_value_heads", config["num_attention_heads"]),
+                   dim=config["hidden_size"], head_dim=config.get("head_dim"))

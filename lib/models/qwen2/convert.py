@@ -1,0 +1,22 @@
+"""Qwen2 / Qwen2.5 weights between Hugging Face and torchtune layouts (torchtune's key map)."""
+
+
+def architecture_from_hf(config: dict) -> dict:
+    """Keyword arguments of qwen2_reward_model for an HF config.json."""
+    return dict(
+        vocab_size=config["vocab_size"], num_layers=config["num_hidden_layers"],
+        num_heads=config["num_attention_heads"],
+        num_kv_heads=config.get("num_key_value_heads", config["num_attention_heads"]),
+        embed_dim=config["hidden_size"], intermediate_dim=config["intermediate_size"],
+        max_seq_len=config["max_position_embeddings"],
+        rope_base=float(config.get("rope_theta", 1_000_000.0)),
+        norm_eps=config.get("rms_norm_eps", 1e-6))
+
+
+def hf_to_tune(state_dict: dict, config: dict) -> dict:
+    from torchtune.models.qwen2._convert_weights import qwen2_hf_to_tune
+
+    return qwen2_hf_to_tune(
+        state_dict, num_heads=config["num_attention_heads"],
+        num_kv_heads=config.get("num_key_value_heads", config["num_attention_heads"]),
+        dim=config["hidden_size"], head_dim=config.get("head_dim"))

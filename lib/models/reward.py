@@ -1,0 +1,41 @@
+"""A scalar reward head on a torchtune decoder, and reading the reward at the right token.
+
+The head replaces the decoder's vocabulary projection (`decoder.output`) with a Linear(d, 1),
+the layout torchtune's reward conversion maps to and from HF's `score.weight`.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+
+def attach_reward_head(decoder: nn.Module, embed_dim: int) -> nn.Module:
+    """Replaces the LM head with a bias-free scalar head, N(0, 1/(d+1)) initialized."""
+    head = nn.Linear(embed_dim, 1, bias=False)
+    nn.init.normal_(head.weight, std=1.0 / math.sqrt(embed_dim + 1))
+    decoder.output = head
+    return decoder
+
+
+def compute_rewards(model: nn.Module, tokens: torch.Tensor, attention_mask: torch.Tensor,
+                    right_padded: bool) -> torch.Tensor:
+    """Returns one reward per row, read at the last token whose attention mask is 1.
+
+    Right-padded rows need only the causal mask (padding comes after every real token). Other
+    layouts (left padding) get an explicit mask hiding pad keys and positions that count real
+    tokens only, so a row's reward depends on neither its padding side nor its neighbours.
+    Reading at the pad token id instead silently caps accuracy (see ../shared/STACK.md).
+    """
+    mask = input_pos = None
+    if not right_padded:
+        seq = tokens.shape[1]
+        causal = torch.ones(seq, seq, dtype=torch.bool, device=tokens.device).tril()
+        eye = torch.eye(seq, dtype=torch.bool, device=tokens.device)
+        # Pad rows attend to themselves only, which keeps softmax finite; nothing reads them.
+        mask = (causal & attention_mask[:, None, :]) | eye
+        input_pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(tokens, mask=mask, input_pos=input_pos)  # [b, s, 1]
+    positions = torch.arange(tokens.shape[1], device=tokens.device)
+    last = (positions * attention_mask).argmax(-1)
+    return out[torch.arange(tokens.shape[0], device=tokens.device), last, 0]

@@ -1,0 +1,58 @@
+"""The reward is read at the last real token, whatever the padding and the batch neighbours."""
+
+import pytest
+import torch
+
+from lib.models.llama import llama3_reward_model
+from lib.models.qwen2 import qwen2_reward_model
+
+ARCH = dict(vocab_size=64, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32,
+            intermediate_dim=64, max_seq_len=64)
+
+
+def _batch(seqs, pad_id, side):
+    longest = max(map(len, seqs))
+    tokens = torch.full((len(seqs), longest), pad_id)
+    mask = torch.zeros((len(seqs), longest), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        sl = slice(0, len(s)) if side == "right" else slice(longest - len(s), longest)
+        tokens[i, sl], mask[i, sl] = torch.tensor(s), True
+    return tokens, mask
+
+
+@pytest.fixture(params=["llama3", "qwen2"])
+def model(request):
+    torch.manual_seed(0)
+    build = llama3_reward_model if request.param == "llama3" else qwen2_reward_model
+    return build.__wrapped__(**ARCH).eval()
+
+
+@torch.no_grad()
+def test_reward_read_at_last_real_token_is_padding_invariant(model):
+    from lib.models.reward import compute_rewards
+
+    target = [1, 5, 9, 13, 17, 21, 2]
+    neighbour = list(range(3, 40))
+    alone = compute_rewards(model, *_batch([target], 0, "right"), right_padded=True)
+    right = compute_rewards(model, *_batch([target, neighbour], 0, "right"), right_padded=True)
+    left = compute_rewards(model, *_batch([target, neighbour], 0, "left"), right_padded=False)
+    other_pad = compute_rewards(model, *_batch([target, neighbour], 7, "right"),
+                                right_padded=True)
+    assert right[0].item() == pytest.approx(alone[0].item(), abs=1e-5)
+    assert left[0].item() == pytest.approx(alone[0].item(), abs=1e-5)
+    assert other_pad[0].item() == pytest.approx(alone[0].item(), abs=1e-5)
+    assert left[1].item() == pytest.approx(right[1].item(), abs=1e-5)
+
+
+@torch.no_grad()
+def test_reward_depends_on_the_last_real_token(model):
+    from lib.models.reward import compute_rewards
+
+    a = compute_rewards(model, *_batch([[1, 5, 9, 2], [1, 5, 9, 3]], 0, "right"),
+                        right_padded=True)
+    assert a[0].item() != pytest.approx(a[1].item(), abs=1e-6)
+
+
+def test_dropout_is_off_by_default(model):
+    assert all(layer.attn.attn_dropout == 0.0 for layer in model.layers)
+    assert model.output.out_features == 1 and model.output.bias is None
