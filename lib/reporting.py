@@ -1,0 +1,118 @@
+"""Where metrics go: the console, `<workdir>/metrics.jsonl`, and Weights & Biases.
+
+Only global rank 0 reports; other ranks get a logger that does nothing. W&B is best effort: a
+failure to start or to log is reported once and training goes on, with metrics.jsonl intact.
+WANDB_MODE is respected; with no WANDB_MODE and no API key the run is recorded offline under
+`<workdir>/wandb/`, so the demo needs no account.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import time
+from typing import Optional, Sequence
+
+import gin
+from absl import logging
+
+
+@gin.configurable
+class RunLogger:
+    """Reports metrics and the run's config.
+
+    Args:
+      workdir: passed by the launcher.
+      enabled: passed by the launcher (True on global rank 0 only).
+      wandb_project: the W&B project.
+      wandb_entity: the W&B entity (team or user); None uses the account's default.
+      wandb_tags: tags for the W&B run.
+      use_wandb: False keeps metrics to the console and metrics.jsonl.
+    """
+
+    def __init__(self, workdir: str, enabled: bool, wandb_project: str = "gintune",
+                 wandb_entity: Optional[str] = None, wandb_tags: Sequence[str] = (),
+                 use_wandb: bool = True):
+        self.workdir = pathlib.Path(workdir)
+        self.enabled = enabled
+        self._wandb_args = dict(project=wandb_project, entity=wandb_entity, tags=list(wandb_tags))
+        self._use_wandb = use_wandb and enabled
+        self._run = None
+        self._jsonl = None
+
+    def start(self, run_name: str, operative_config: str, flat_config: dict) -> None:
+        """Opens metrics.jsonl and the W&B run, recording the config in both places."""
+        if not self.enabled:
+            return
+        self._jsonl = open(self.workdir / "metrics.jsonl", "a", buffering=1)
+        if self._use_wandb:
+            self._start_wandb(run_name, flat_config)
+
+    def _start_wandb(self, run_name, flat_config):
+        mode = os.environ.get("WANDB_MODE")
+        if mode is None and not _has_wandb_credentials():
+            mode = "offline"
+            logging.info("W&B: no WANDB_MODE and no API key; recording the run offline under %s",
+                         self.workdir / "wandb")
+        try:
+            import wandb
+
+            self._run = wandb.init(
+                name=run_name, dir=str(self.workdir), config=flat_config, mode=mode,
+                settings=wandb.Settings(console="off", silent=True), **self._wandb_args)
+            # A copy, not wandb.save's symlink, so the run folder stands on its own.
+            copy = shutil.copy(self.workdir / "operative_config.gin", self._run.dir)
+            self._run.save(copy, base_path=self._run.dir, policy="now")
+        except Exception as e:  # W&B is never a reason to stop training
+            logging.warning("W&B disabled for this run: %s: %s", type(e).__name__, e)
+            self._run = None
+
+    def log(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, "time": round(time.time(), 3), **metrics}
+        self._jsonl.write(json.dumps(record) + "\n")
+        if self._run is not None:
+            try:
+                self._run.log(metrics, step=step)
+            except Exception as e:
+                logging.warning("W&B logging failed, disabling it: %s", e)
+                self._run = None
+
+    def summary(self, values: dict) -> None:
+        """Run-level facts (data counts, parameter count, final eval): console, summary.json, W&B."""
+        if not self.enabled:
+            return
+        logging.info("%s", "  ".join(f"{k}={v}" for k, v in values.items()))
+        path = self.workdir / "summary.json"
+        merged = {**(json.loads(path.read_text()) if path.exists() else {}), **values}
+        path.write_text(json.dumps(merged, indent=2) + "\n")
+        if self._run is not None:
+            try:
+                self._run.summary.update(values)
+            except Exception as e:
+                logging.warning("W&B summary failed: %s", e)
+
+    def finish(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._run is not None:
+            try:
+                self._run.finish()
+            except Exception as e:
+                logging.warning("W&B finish failed: %s", e)
+
+
+def _has_wandb_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = pathlib.Path(os.path.expanduser("~/.netrc"))
+    return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+def format_progress(step: int, num_steps: int, metrics: dict, eta_s: float) -> str:
+    """One console line: step, loss, accuracy, lr, tokens/s, ETA."""
+    eta = f"{int(eta_s // 60)}m{int(eta_s % 60):02d}s"
+    return (f"step {step}/{num_steps} | loss {metrics['train/loss']:.4f} | "
+            f"acc {metrics['train/accuracy']:.3f} | lr {metrics['train/lr']:.2e} | "
+            f"tok/s {metrics['train/tokens_per_s']:,.0f} | eta {eta}")

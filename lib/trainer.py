@@ -1,0 +1,224 @@
+"""The Trainer: builds the components it is given and runs the training loop.
+
+Tasks differ in their loss and data, not in the loop. `train()` orchestrates; `train_step()` does,
+in order: micro-batches -> forward/backward -> clip -> finiteness check -> optimizer step ->
+schedule -> metrics. Evaluation and checkpointing key off the same step counter, the last step
+included.
+"""
+
+import pathlib
+import random
+import time
+from typing import Callable
+
+import gin
+import numpy as np
+import torch
+from absl import logging
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+
+from lib import checkpointing, distributed
+from lib.data.batching import PairSchedule, collate, eval_shard
+from lib.losses import metric_sums, metrics_from_sums
+from lib.models.reward import compute_rewards
+from lib.reporting import RunLogger, format_progress
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@gin.configurable
+class Trainer:
+    """Trains a reward model on preference pairs.
+
+    Args:
+      workdir: passed by the launcher; checkpoints go to <workdir>/checkpoints/step_<N>/.
+      dist_info: passed by the launcher (rank, world size, device).
+      tokenizer_fn: () -> Tokenizer (e.g. @build_tokenizer).
+      data_fn: (tokenizer) -> PreferenceData (e.g. @build_preference_data).
+      model_fn: () -> torchtune decoder with a reward head (e.g. @llama3_reward_model).
+      optimizer_fn: (model) -> optimizer (e.g. @build_adamw).
+      lr_schedule_fn: (optimizer, num_steps) -> LR scheduler (e.g. @build_lr_schedule).
+      loss_fn: (chosen, rejected, margin) -> per-pair loss (e.g. @build_bradley_terry_loss()).
+      num_steps: optimizer steps to train for.
+      global_batch_size: pairs per optimizer step, over all ranks and micro-batches; must be
+        divisible by world size x micro_batch_size.
+      micro_batch_size: pairs per forward/backward on one rank (gradient accumulation runs
+        global_batch_size / (world size x micro_batch_size) of them per step).
+      eval_batch_size: pairs per eval forward on one rank.
+      eval_every: evaluate every this many steps and after the last step; 0 only at the end.
+      checkpoint_every: save every this many steps and after the last step; 0 only at the end.
+      log_every: report training metrics every this many steps (averaged over them).
+      max_grad_norm: clip the global gradient norm to this; 0 disables clipping.
+      seed: seeds initialization and the data order (python, numpy and torch RNGs).
+    """
+
+    def __init__(self, workdir: str, dist_info: distributed.DistInfo, *,
+                 tokenizer_fn: Callable, data_fn: Callable, model_fn: Callable,
+                 optimizer_fn: Callable, lr_schedule_fn: Callable, loss_fn: Callable,
+                 num_steps: int, global_batch_size: int, micro_batch_size: int,
+                 eval_batch_size: int = 32, eval_every: int = 0, checkpoint_every: int = 0,
+                 log_every: int = 10, max_grad_norm: float = 1.0, seed: int = 0):
+        if num_steps < 1:
+            raise ValueError(f"Trainer.num_steps={num_steps} must be >= 1")
+        self.workdir = pathlib.Path(workdir)
+        self.dist = dist_info
+        self.num_steps, self.global_batch_size = num_steps, global_batch_size
+        self.eval_batch_size, self.eval_every = eval_batch_size, eval_every
+        self.checkpoint_every, self.log_every = checkpoint_every, log_every
+        self.max_grad_norm = max_grad_norm
+        _seed_everything(seed)
+
+        self.tokenizer = tokenizer_fn()
+        self.data = data_fn(self.tokenizer)
+        if not self.data.eval:
+            raise ValueError("no eval pairs: give build_preference_data.eval_files or "
+                             "eval_fraction")
+        self.schedule = PairSchedule(len(self.data.train), global_batch_size, dist_info.rank,
+                                     dist_info.world_size, micro_batch_size, seed)
+        self.per_rank_batch = global_batch_size // dist_info.world_size
+
+        torch.manual_seed(seed)  # the same initial weights on every rank, before sharding
+        model = model_fn()
+        vocab = model.tok_embeddings.num_embeddings
+        if self.tokenizer.vocab_size > vocab:
+            raise ValueError(f"the tokenizer has {self.tokenizer.vocab_size} ids but the model "
+                             f"embeds only {vocab}; raise the model's vocab_size")
+        self.num_params = sum(p.numel() for p in model.parameters())
+        self.model = _shard(model, dist_info)
+        self.optimizer = optimizer_fn(self.model)
+        self.lr_schedule = lr_schedule_fn(self.optimizer, num_steps)
+        self.loss_fn = loss_fn
+        self.step = 0
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def train(self, logger: RunLogger, operative_config: str) -> dict:
+        """Trains to num_steps; returns the final eval metrics."""
+        logger.summary({**self.data.stats(), "model/parameters": self.num_params,
+                        "world_size": self.dist.world_size})
+        sums, tokens, t0, start = None, 0, time.perf_counter(), time.perf_counter()
+        final_eval = {}
+        while self.step < self.num_steps:
+            step_sums, step_tokens, lr = self.train_step()
+            self.step += 1
+            sums = step_sums if sums is None else sums + step_sums
+            tokens += step_tokens
+            last = self.step == self.num_steps
+            if self.step % self.log_every == 0 or last:
+                metrics = self._train_metrics(sums, tokens, time.perf_counter() - t0, lr)
+                eta = (time.perf_counter() - start) / self.step * (self.num_steps - self.step)
+                if self.dist.is_main:
+                    logging.info(format_progress(self.step, self.num_steps, metrics, eta))
+                logger.log(self.step, metrics)
+                sums, tokens, t0 = None, 0, time.perf_counter()
+            if _due(self.step, self.eval_every, last):
+                final_eval = self.evaluate()
+                if self.dist.is_main:
+                    logging.info("eval @ step %d | %s", self.step, _fmt(final_eval))
+                logger.log(self.step, final_eval)
+            if _due(self.step, self.checkpoint_every, last):
+                path = self.save_checkpoint(operative_config)
+                if self.dist.is_main:
+                    logging.info("checkpoint saved: %s", path)
+        logger.summary({f"final/{k}": v for k, v in final_eval.items()})
+        return final_eval
+
+    def train_step(self):
+        """One optimizer step; returns (metric sums, non-pad tokens seen, lr used)."""
+        self.model.train()
+        micro_batches = self.schedule.micro_batches(self.step)
+        sums, tokens = torch.zeros(8), 0
+        for i, indices in enumerate(micro_batches):
+            self.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
+            batch = collate([self.data.train[j] for j in indices], self.tokenizer.pad_id)
+            chosen, rejected, margin = self._forward(batch)
+            per_pair = self.loss_fn(chosen, rejected, margin)
+            # FSDP averages gradients over ranks, so this is the mean over the global batch.
+            (per_pair.sum() / self.per_rank_batch).backward()
+            sums += metric_sums(per_pair, chosen, rejected, torch.ones_like(per_pair)).cpu()
+            tokens += batch["num_tokens"]
+        grad_norm = _clip(self.model, self.max_grad_norm)
+        if not torch.isfinite(grad_norm):
+            raise NonFiniteLossError(
+                f"non-finite gradient norm at step {self.step + 1} (loss sum {sums[0]:.4g}); "
+                "stopping, the last checkpoint is kept")
+        lr = self.lr_schedule.get_last_lr()[0]
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.lr_schedule.step()
+        return torch.cat([sums, grad_norm.reshape(1).cpu()]), tokens, lr
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Metrics over the whole eval set, exact at any world size (sums, then one reduce)."""
+        self.model.eval()
+        sums = torch.zeros(8)
+        for indices in eval_shard(len(self.data.eval), self.dist.rank, self.dist.world_size,
+                                  self.eval_batch_size):
+            # A rank with no pairs left still runs a forward (FSDP gathers need every rank),
+            # on a placeholder pair that weighs nothing.
+            pairs = [self.data.eval[j] for j in indices] or self.data.eval[:1]
+            batch = collate(pairs, self.tokenizer.pad_id)
+            chosen, rejected, margin = self._forward(batch)
+            weight = torch.full_like(chosen, 1.0 if indices else 0.0)
+            per_pair = self.loss_fn(chosen, rejected, margin)
+            sums += metric_sums(per_pair, chosen, rejected, weight).cpu()
+        return metrics_from_sums(distributed.all_reduce_sum(sums), "eval")
+
+    def save_checkpoint(self, operative_config: str) -> pathlib.Path:
+        state = {"step": self.step, "lr_schedule": self.lr_schedule.state_dict()}
+        return checkpointing.save(checkpointing.step_dir(self.workdir, self.step), self.model,
+                                  self.optimizer, state, operative_config)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _forward(self, batch):
+        device = self.dist.device
+        rewards = compute_rewards(self.model, batch["tokens"].to(device),
+                                  batch["attention_mask"].to(device), right_padded=True)
+        n = rewards.shape[0] // 2
+        return rewards[:n].float(), rewards[n:].float(), batch["margin"].to(device)
+
+    def _train_metrics(self, sums, tokens, elapsed, lr) -> dict:
+        steps = self.step % self.log_every or self.log_every
+        grad_norm = float(sums[8]) / steps
+        reduced = distributed.all_reduce_sum(torch.cat([sums[:8], torch.tensor([tokens])]))
+        metrics = metrics_from_sums(reduced[:8], "train")
+        metrics.update({"train/lr": lr, "train/grad_norm": grad_norm,
+                        "train/tokens_per_s": float(reduced[8]) / max(elapsed, 1e-9)})
+        return metrics
+
+
+def _shard(model, dist_info):
+    """FSDP2 at every world size: each transformer block, then the root."""
+    mesh = init_device_mesh(dist_info.device.type, (dist_info.world_size,))
+    model.to(dist_info.device)
+    for layer in model.layers:
+        fully_shard(layer, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
+
+
+def _clip(model, max_norm: float) -> torch.Tensor:
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+    if hasattr(norm, "full_tensor"):
+        norm = norm.full_tensor()
+    return norm.detach().float()
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _due(step: int, every: int, last: bool) -> bool:
+    return last or (every > 0 and step % every == 0)
+
+
+def _fmt(metrics: dict) -> str:
+    return " | ".join(f"{k.split('/')[-1]} {v:.4f}" if isinstance(v, float) else
+                      f"{k.split('/')[-1]} {v}" for k, v in metrics.items())

@@ -1,0 +1,126 @@
+"""End-to-end runs of the real launcher on CPU: files written, checkpoints, W&B offline, errors."""
+
+import json
+import pathlib
+
+import pytest
+
+from tests.conftest import REPO, run_launcher
+
+pytestmark = pytest.mark.slow
+
+SMOKE = ["--gin_file=gin/reward.gin", "--gin_file=gin/debug/smoke.gin",
+         "--gin_bindings=lr=1e-4"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One short run from a working directory outside the repository, default workdir."""
+    cwd = tmp_path_factory.mktemp("elsewhere")
+    proc = run_launcher(SMOKE, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (workdir,) = (cwd / "runs").iterdir()
+    return workdir, proc
+
+
+def _metrics(workdir):
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_default_workdir_is_named_after_the_config_under_the_working_directory(smoke_run):
+    workdir, _ = smoke_run
+    assert workdir.name.startswith("reward-")
+
+
+def test_operative_config_records_the_cli_lr_everywhere(smoke_run):
+    workdir, _ = smoke_run
+    text = (workdir / "operative_config.gin").read_text()
+    assert "lr = 0.0001" in text.splitlines()
+    assert "build_adamw.lr = %lr" in text
+    for step in (2, 4):
+        ckpt = workdir / "checkpoints" / f"step_{step}"
+        assert (ckpt / "operative_config.gin").read_text() == text
+    (run_dir,) = (workdir / "wandb").glob("offline-run-*")
+    assert (run_dir / "files" / "operative_config.gin").read_text() == text
+    assert not (run_dir / "files" / "operative_config.gin").is_symlink()
+
+
+def test_wandb_run_holds_the_flat_filterable_config(smoke_run):
+    workdir, _ = smoke_run
+    (record,) = (workdir / "wandb").glob("offline-run-*/run-*.wandb")
+    data = record.read_bytes()
+    for key in (b"build_adamw/lr", b"Trainer/num_steps", b"llama3_reward_model/embed_dim"):
+        assert key in data
+
+
+def test_metrics_and_progress_are_reported(smoke_run):
+    workdir, proc = smoke_run
+    records = _metrics(workdir)
+    train = [r for r in records if "train/loss" in r]
+    evals = [r for r in records if "eval/accuracy" in r]
+    assert [r["step"] for r in train] == [2, 4] and [r["step"] for r in evals] == [2, 4]
+    for key in ("train/accuracy", "train/tie_rate", "train/margin", "train/reward_chosen",
+                "train/reward_rejected", "train/reward_std", "train/tokens_per_s", "train/lr"):
+        assert key in train[0]
+    assert evals[-1]["eval/pairs"] == 400
+    assert "step 4/4 | loss" in proc.stderr and "tok/s" in proc.stderr and "eta" in proc.stderr
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["data/train/kept"] == 3000 and summary["data/eval/over_length"] == 0
+
+
+def test_checkpoint_loads_back_and_reproduces_the_logged_eval(smoke_run):
+    """Rebuild the run from its saved config, load step 4, and re-evaluate."""
+    from lib import checkpointing, config, distributed
+    from lib.trainer import Trainer
+
+    workdir, _ = smoke_run
+    ckpt = workdir / "checkpoints" / "step_4"
+    config.set_search_roots([REPO])
+    config.parse([str(ckpt / "operative_config.gin")], [])
+    dist_info = distributed.init()
+    trainer = Trainer(str(workdir / "reloaded"), dist_info)
+    fresh = trainer.evaluate()
+    state = checkpointing.load(ckpt, trainer.model, trainer.optimizer)
+    assert state["step"] == 4
+    reloaded = trainer.evaluate()
+    logged = [r for r in _metrics(workdir) if r["step"] == 4 and "eval/loss" in r][0]
+    assert reloaded["eval/loss"] == pytest.approx(logged["eval/loss"], rel=1e-5)
+    assert reloaded["eval/accuracy"] == logged["eval/accuracy"]
+    assert fresh["eval/loss"] != pytest.approx(logged["eval/loss"], rel=1e-3)
+
+
+def test_a_missing_gin_file_exits_2_and_writes_nothing(tmp_path):
+    proc = run_launcher(["--gin_file=gin/nope.gin", f"--workdir={tmp_path / 'w'}"])
+    assert proc.returncode == 2
+    assert "--gin_file 'gin/nope.gin' not found" in proc.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_wandb_failure_does_not_stop_training(tmp_path):
+    workdir = tmp_path / "w"
+    proc = run_launcher([*SMOKE, f"--workdir={workdir}"], env={"WANDB_MODE": "not-a-mode"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "W&B disabled for this run" in proc.stderr
+    assert any("eval/accuracy" in r for r in _metrics(workdir))
+
+
+def test_canonical_command_reaches_the_readme_accuracy(tmp_path):
+    """The README's demo: the exact command, 300 steps, held-out accuracy >= 0.80."""
+    proc = run_launcher(["--gin_file=gin/reward.gin", "--gin_bindings=lr=1e-4",
+                         f"--workdir={tmp_path / 'w'}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    final = [r for r in _metrics(tmp_path / "w") if "eval/accuracy" in r][-1]
+    assert final["step"] == 300
+    assert final["eval/accuracy"] >= 0.80
+    assert "lr = 0.0001" in (tmp_path / "w" / "operative_config.gin").read_text()
+
+
+def test_two_ranks_under_torchrun_train_and_save_one_checkpoint(tmp_path):
+    workdir = tmp_path / "w"
+    proc = run_launcher([*SMOKE, f"--workdir={workdir}"], torchrun_nproc=2)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert len(list((workdir / "wandb").glob("offline-run-*"))) == 1
+    shards = sorted(p.name for p in (workdir / "checkpoints" / "step_4").glob("*.distcp"))
+    assert shards == ["__0_0.distcp", "__1_0.distcp"]
+    evals = [r for r in _metrics(workdir) if "eval/accuracy" in r]
+    assert evals[-1]["eval/pairs"] == 400
