@@ -24,3 +24,16 @@ def hf_to_tune(state_dict: dict, config: dict) -> dict:
     return convert(state_dict, num_heads=config["num_attention_heads"],
                    num_kv_heads=config.get("num_key_value_heads", config["num_attention_heads"]),
                    dim=config["hidden_size"], head_dim=config.get("head_dim"))
+
+
+def tune_to_hf(state_dict: dict, config: dict) -> dict:
+    """The inverse of hf_to_tune; the reward head `output.weight` becomes `score.weight`."""
+    from torchtune.models.convert_weights import tune_to_hf as convert
+
+    state = dict(state_dict)
+    head = state.pop("output.weight")
+    out = convert(state, num_heads=config["num_attention_heads"],
+                  num_kv_heads=config.get("num_key_value_heads", config["num_attention_heads"]),
+                  dim=config["hidden_size"], head_dim=config.get("head_dim"))
+    out["score.weight"] = head
+    return out
