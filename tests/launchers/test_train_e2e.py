@@ -68,6 +68,20 @@ def test_metrics_and_progress_are_reported(smoke_run):
     assert summary["data/train/kept"] == 3000 and summary["data/eval/over_length"] == 0
 
 
+def test_debug_run_is_deterministic_and_matches_stored_losses(smoke_run, tmp_path):
+    workdir, _ = smoke_run
+    again = run_launcher([*SMOKE, f"--workdir={tmp_path / 'again'}"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    first, second = _metrics(workdir), _metrics(tmp_path / "again")
+    losses = [{k: v for k, v in r.items() if k.endswith("/loss")} for r in first]
+    assert losses == [{k: v for k, v in r.items() if k.endswith("/loss")} for r in second]
+    expected = json.loads((pathlib.Path(__file__).parent / "expected_smoke_losses.json")
+                          .read_text())
+    for key in ("train/loss", "eval/loss"):
+        got = {str(r["step"]): r[key] for r in first if key in r}
+        assert got == pytest.approx(expected[key], rel=1e-4)
+
+
 def test_checkpoint_loads_back_and_reproduces_the_logged_eval(smoke_run):
     """Rebuild the run from its saved config, load step 4, and re-evaluate."""
     from lib import checkpointing, config, distributed
