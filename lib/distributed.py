@@ -66,3 +66,28 @@ def broadcast_object(obj):
     if dist.get_world_size() > 1:
         dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def check_same_config(text: str) -> None:
+    """Raises ConfigError on every rank unless all ranks hold the same config text.
+
+    Every rank takes part in the one all_gather, so a mismatch stops all of them, none hangs.
+    """
+    from lib.config.errors import ConfigError
+
+    if dist.get_world_size() == 1:
+        return
+    texts = [None] * dist.get_world_size()
+    dist.all_gather_object(texts, text)
+    differing = [r for r, t in enumerate(texts) if t != texts[0]]
+    if differing:
+        r = differing[0]
+        mine, theirs = texts[0].splitlines(), texts[r].splitlines()
+        line = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b),
+                    min(len(mine), len(theirs)))
+        show = lambda lines: lines[line] if line < len(lines) else "<end of config>"  # noqa
+        raise ConfigError(
+            f"ranks hold different configs (ranks {differing} differ from rank 0); first "
+            f"difference at line {line + 1}: rank 0 has {show(mine)!r}, rank {r} has "
+            f"{show(theirs)!r}. Every rank must get the same --gin_file contents and "
+            "--gin_bindings")

@@ -2,9 +2,11 @@
 
 import functools
 
-import gin
 import torch
 import torch.nn.functional as F
+
+from lib.config.errors import ConfigError
+from lib.config.registry import configurable
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor,
@@ -22,7 +24,15 @@ def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: tor
     return loss
 
 
-@gin.configurable
+def _coefficient_problems(center_rewards_coefficient):
+    if not center_rewards_coefficient >= 0:
+        return [("center_rewards_coefficient", f"center_rewards_coefficient="
+                 f"{center_rewards_coefficient} must be >= 0 (0 turns centering off)")]
+    return []
+
+
+@configurable(check=lambda view: _coefficient_problems(
+    view.get("build_bradley_terry_loss", "center_rewards_coefficient")))
 def build_bradley_terry_loss(center_rewards_coefficient: float = 0.0):
     """The Bradley-Terry pairwise loss, as a callable (chosen, rejected, margin) -> [n].
 
@@ -30,8 +40,8 @@ def build_bradley_terry_loss(center_rewards_coefficient: float = 0.0):
       center_rewards_coefficient: weight of mean((r_c + r_r)^2), >= 0; 0 turns it off. TRL
         suggests 0.01 when rewards are later compared across prompts.
     """
-    if not center_rewards_coefficient >= 0:
-        raise ValueError(f"center_rewards_coefficient={center_rewards_coefficient} must be >= 0")
+    for _, message in _coefficient_problems(center_rewards_coefficient):
+        raise ConfigError(f"build_bradley_terry_loss.{message}")
     return functools.partial(bradley_terry_loss,
                              center_rewards_coefficient=center_rewards_coefficient)
 

@@ -13,11 +13,12 @@ import shutil
 import time
 from typing import Optional, Sequence
 
-import gin
 from absl import logging
 
+from lib.config.registry import configurable
 
-@gin.configurable
+
+@configurable(caller_args=("workdir", "enabled"))
 class RunLogger:
     """Reports metrics and the run's config.
 

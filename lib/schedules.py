@@ -2,13 +2,34 @@
 
 import math
 
-import gin
 import torch
+
+from lib.config.errors import ConfigError
+from lib.config.registry import configurable
 
 DECAYS = ("cosine", "linear", "constant")
 
 
-@gin.configurable
+def schedule_problems(num_steps: int, warmup_steps: int, decay: str, min_lr_ratio: float):
+    """[(parameter, message)] for an impossible schedule; empty when it is fine."""
+    problems = []
+    if decay not in DECAYS:
+        problems.append(("decay", f"decay={decay!r}; valid: {', '.join(DECAYS)}"))
+    if not 0 <= warmup_steps < num_steps:
+        problems.append(("warmup_steps", f"warmup_steps={warmup_steps} must be in "
+                         f"[0, num_steps={num_steps}): the warmup must end before training does"))
+    if not 0.0 <= min_lr_ratio <= 1.0:
+        problems.append(("min_lr_ratio", f"min_lr_ratio={min_lr_ratio} must be in [0, 1]"))
+    return problems
+
+
+def _check(view):
+    num_steps = view.get("Trainer", "num_steps") if view.built("Trainer") else 1
+    return schedule_problems(num_steps, *(view.get("build_lr_schedule", a) for a in (
+        "warmup_steps", "decay", "min_lr_ratio")))
+
+
+@configurable(caller_args=("optimizer", "num_steps"), check=_check)
 def build_lr_schedule(optimizer: torch.optim.Optimizer, num_steps: int, warmup_steps: int = 0,
                       decay: str = "cosine", min_lr_ratio: float = 0.0):
     """A multiplier on the optimizer's lr, applied after each optimizer step.
@@ -23,12 +44,9 @@ def build_lr_schedule(optimizer: torch.optim.Optimizer, num_steps: int, warmup_s
       decay: "cosine", "linear" or "constant" after the warmup.
       min_lr_ratio: the final multiplier, in [0, 1].
     """
-    if decay not in DECAYS:
-        raise ValueError(f"decay={decay!r}; valid: {', '.join(DECAYS)}")
-    if not 0 <= warmup_steps < num_steps:
-        raise ValueError(f"warmup_steps={warmup_steps} must be in [0, num_steps={num_steps})")
-    if not 0.0 <= min_lr_ratio <= 1.0:
-        raise ValueError(f"min_lr_ratio={min_lr_ratio} must be in [0, 1]")
+    problems = schedule_problems(num_steps, warmup_steps, decay, min_lr_ratio)
+    if problems:
+        raise ConfigError("; ".join(f"build_lr_schedule.{m}" for _, m in problems))
 
     def multiplier(step: int) -> float:
         if step < warmup_steps:

@@ -11,7 +11,6 @@ import random
 import time
 from typing import Callable
 
-import gin
 import numpy as np
 import torch
 from absl import logging
@@ -19,7 +18,8 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
 from lib import checkpointing, distributed
-from lib.data.batching import PairSchedule, collate, eval_shard
+from lib.config.registry import configurable
+from lib.data.batching import PairSchedule, batch_problems, collate, eval_shard
 from lib.losses import metric_sums, metrics_from_sums
 from lib.models.reward import compute_rewards
 from lib.reporting import RunLogger, format_progress
@@ -29,7 +29,33 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
-@gin.configurable
+def _check(view):
+    """The Trainer's invariants that need no data or weights."""
+    get = lambda arg: view.get("Trainer", arg)  # noqa: E731
+    problems = batch_problems(get("global_batch_size"), get("micro_batch_size"),
+                              view.world_size)
+    if get("num_steps") < 1:
+        problems.append(("num_steps", f"num_steps={get('num_steps')} must be >= 1"))
+    for arg, low in (("log_every", 1), ("eval_batch_size", 1), ("eval_every", 0),
+                     ("checkpoint_every", 0)):
+        if get(arg) < low:
+            problems.append((arg, f"{arg}={get(arg)} must be >= {low}"))
+    if get("max_grad_norm") < 0:
+        problems.append(("max_grad_norm", f"max_grad_norm={get('max_grad_norm')} must be >= 0 "
+                         "(0 turns clipping off)"))
+    model = view.get("Trainer", "model_fn")
+    if view.refers_to("Trainer", "data_fn", "build_preference_data") and model is not None \
+            and model.name in ("llama3_reward_model", "qwen2_reward_model"):
+        max_length = view.get("build_preference_data", "max_length")
+        max_seq_len = view.get(model.name, "max_seq_len")
+        if max_length > max_seq_len:
+            problems.append(("build_preference_data.max_length", (
+                f"max_length={max_length} is longer than {model.name}.max_seq_len="
+                f"{max_seq_len}; lower one or raise the other")))
+    return problems
+
+
+@configurable(caller_args=("workdir", "dist_info"), check=_check)
 class Trainer:
     """Trains a reward model on preference pairs.
 

@@ -1,7 +1,9 @@
 """Shared fixtures: a clean gin state per test, the demo tokenizer, and running the launcher."""
 
+import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -19,6 +21,32 @@ def clean_gin():
     gin_config.reset()
     yield
     gin_config.reset()
+
+
+@pytest.fixture
+def search_roots():
+    """The repository root as the only search root, restored after the test."""
+    from lib import config
+
+    before = config.search_roots()
+    config.set_search_roots([REPO])
+    yield
+    config.set_search_roots(before)
+
+
+@pytest.fixture
+def hf_dirs(tmp_path):
+    """Local HF-style directories (config.json + the demo tokenizer) for validating the real
+    model configs; no weights, which validation does not read."""
+    dirs = {}
+    for model_type in ("llama", "qwen2"):
+        d = tmp_path / model_type
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"model_type": model_type}))
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(DEMO / name, d / name)
+        dirs[model_type] = d
+    return dirs
 
 
 @pytest.fixture(scope="session")

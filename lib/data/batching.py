@@ -12,16 +12,27 @@ import torch
 from lib.data.encoding import EncodedPair
 
 
+def batch_problems(global_batch_size: int, micro_batch_size: int, world_size: int):
+    """[(parameter, message)] when a global batch cannot be split over ranks and micro-batches."""
+    if global_batch_size < 1 or micro_batch_size < 1:
+        return [("global_batch_size", f"global_batch_size={global_batch_size} and "
+                 f"micro_batch_size={micro_batch_size} must be >= 1")]
+    unit = world_size * micro_batch_size
+    if global_batch_size % unit:
+        return [("global_batch_size", f"global_batch_size={global_batch_size} must be divisible "
+                 f"by world_size ({world_size}) x micro_batch_size ({micro_batch_size}), e.g. "
+                 f"{unit * max(1, global_batch_size // unit)}")]
+    return []
+
+
 class PairSchedule:
     """Maps a step to the pair indices this rank reads, epoch after epoch."""
 
     def __init__(self, num_pairs: int, global_batch_size: int, rank: int, world_size: int,
                  micro_batch_size: int, seed: int):
+        for _, message in batch_problems(global_batch_size, micro_batch_size, world_size):
+            raise ValueError(message)
         per_rank = global_batch_size // world_size
-        if global_batch_size % (world_size * micro_batch_size):
-            raise ValueError(
-                f"global_batch_size={global_batch_size} must be divisible by world_size "
-                f"({world_size}) x micro_batch_size ({micro_batch_size})")
         if num_pairs < global_batch_size:
             raise ValueError(f"the training set has {num_pairs} pairs, fewer than one "
                              f"global batch ({global_batch_size})")

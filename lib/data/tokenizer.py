@@ -9,9 +9,8 @@ import json
 import pathlib
 from typing import List
 
-import gin
-
-from lib.config import resolve_path
+from lib.config import ConfigError, resolve_path
+from lib.config.registry import configurable
 
 
 class Tokenizer:
@@ -64,7 +63,18 @@ class Tokenizer:
             bos_token=self._bos_text or "", eos_token="")
 
 
-@gin.configurable
+def _check(view):
+    path = view.get("build_tokenizer", "path")
+    try:
+        directory = resolve_path(path, "tokenizer directory")
+    except ConfigError as e:
+        return [("path", e.problems[0].message)]
+    if not (directory / "tokenizer.json").is_file():
+        return [("path", f"{directory} has no tokenizer.json")]
+    return []
+
+
+@configurable(check=_check)
 def build_tokenizer(path: str) -> Tokenizer:
     """Loads the tokenizer of a directory.
 

@@ -10,9 +10,8 @@ must match exactly: there is no non-strict fallback.
 import json
 import pathlib
 
-import gin
-
-from lib.config import resolve_path
+from lib.config import ConfigError, resolve_path
+from lib.config.registry import configurable
 from lib.models import llama, qwen2
 from lib.models.llama import convert as llama_convert
 from lib.models.qwen2 import convert as qwen2_convert
@@ -23,7 +22,33 @@ FAMILIES = {
 }
 
 
-@gin.configurable
+def _read_config(checkpoint_dir: str, model_type: str):
+    """(directory, config.json contents); raises ConfigError naming what is wrong."""
+    if model_type not in FAMILIES:
+        raise ConfigError(f"hf_reward_model.model_type={model_type!r}; supported: "
+                          f"{', '.join(sorted(FAMILIES))}")
+    directory = resolve_path(checkpoint_dir, "HF checkpoint directory")
+    path = directory / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{directory} has no config.json; give a directory written by "
+                          "save_pretrained (config.json and *.safetensors)")
+    config = json.loads(path.read_text())
+    if config.get("model_type") != model_type:
+        raise ConfigError(f"{path} has model_type {config.get('model_type')!r}, but the config "
+                          f"expects {model_type!r}")
+    return directory, config
+
+
+def _check(view):
+    try:
+        _read_config(view.get("hf_reward_model", "checkpoint_dir"),
+                     view.get("hf_reward_model", "model_type"))
+    except ConfigError as e:
+        return [("checkpoint_dir", e.problems[0].message)]
+    return []
+
+
+@configurable(check=_check)
 def hf_reward_model(checkpoint_dir: str, model_type: str, attn_dropout: float = 0.0):
     """Builds a reward model from a local HF checkpoint directory and loads its weights.
 
@@ -34,14 +59,7 @@ def hf_reward_model(checkpoint_dir: str, model_type: str, attn_dropout: float = 
         config.json says otherwise is refused.
       attn_dropout: attention dropout; 0 by default (the checkpoint's dropout is not used).
     """
-    directory = resolve_path(checkpoint_dir, "HF checkpoint directory")
-    config = json.loads((directory / "config.json").read_text())
-    if model_type not in FAMILIES:
-        raise ValueError(f"hf_reward_model.model_type={model_type!r}; supported: "
-                         f"{', '.join(sorted(FAMILIES))}")
-    if config.get("model_type") != model_type:
-        raise ValueError(f"{directory}/config.json has model_type {config.get('model_type')!r}, "
-                         f"but the config expects {model_type!r}")
+    directory, config = _read_config(checkpoint_dir, model_type)
     build, convert = FAMILIES[model_type]
     # Call the undecorated builder so this model's architecture comes from config.json alone.
     model = build.__wrapped__(**convert.architecture_from_hf(config), attn_dropout=attn_dropout)

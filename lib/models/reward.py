@@ -10,6 +10,30 @@ import torch
 from torch import nn
 
 
+def architecture_problems(num_heads, num_kv_heads, embed_dim, attn_dropout, max_seq_len):
+    """[(parameter, message)] for a decoder shape torchtune cannot build."""
+    problems = []
+    if embed_dim % num_heads:
+        problems.append(("num_heads", f"num_heads={num_heads} must divide "
+                         f"embed_dim={embed_dim}"))
+    if num_heads % num_kv_heads:
+        problems.append(("num_kv_heads", f"num_kv_heads={num_kv_heads} must divide "
+                         f"num_heads={num_heads} (grouped-query attention)"))
+    if not 0.0 <= attn_dropout < 1.0:
+        problems.append(("attn_dropout", f"attn_dropout={attn_dropout} must be in [0, 1)"))
+    if max_seq_len < 1:
+        problems.append(("max_seq_len", f"max_seq_len={max_seq_len} must be >= 1"))
+    return problems
+
+
+def architecture_check(name):
+    """A config check for a from-scratch builder named `name`."""
+    def check(view):
+        return architecture_problems(*(view.get(name, a) for a in (
+            "num_heads", "num_kv_heads", "embed_dim", "attn_dropout", "max_seq_len")))
+    return check
+
+
 def attach_reward_head(decoder: nn.Module, embed_dim: int) -> nn.Module:
     """Replaces the LM head with a bias-free scalar head, N(0, 1/(d+1)) initialized."""
     head = nn.Linear(embed_dim, 1, bias=False)

@@ -5,6 +5,7 @@ import pathlib
 
 import pytest
 
+from launchers.train import BUILDS
 from tests.conftest import REPO, run_launcher
 
 pytestmark = pytest.mark.slow
@@ -35,8 +36,9 @@ def test_default_workdir_is_named_after_the_config_under_the_working_directory(s
 def test_operative_config_records_the_cli_lr_everywhere(smoke_run):
     workdir, _ = smoke_run
     text = (workdir / "operative_config.gin").read_text()
-    assert "lr = 0.0001" in text.splitlines()
-    assert "build_adamw.lr = %lr" in text
+    assert "lr = 0.0001  # --gin_bindings[0]; overrides gin/reward.gin:13, gin/base/trainer.gin:9" \
+        in text.splitlines()
+    assert "build_adamw.lr = %lr  # gin/base/trainer.gin:12" in text
     for step in (2, 4):
         ckpt = workdir / "checkpoints" / f"step_{step}"
         assert (ckpt / "operative_config.gin").read_text() == text
@@ -90,7 +92,7 @@ def test_checkpoint_loads_back_and_reproduces_the_logged_eval(smoke_run):
     workdir, _ = smoke_run
     ckpt = workdir / "checkpoints" / "step_4"
     config.set_search_roots([REPO])
-    config.parse([str(ckpt / "operative_config.gin")], [])
+    config.load([str(ckpt / "operative_config.gin")], [], builds=BUILDS)
     dist_info = distributed.init()
     trainer = Trainer(str(workdir / "reloaded"), dist_info)
     fresh = trainer.evaluate()
@@ -126,7 +128,7 @@ def test_canonical_command_reaches_the_readme_accuracy(tmp_path):
     final = [r for r in _metrics(tmp_path / "w") if "eval/accuracy" in r][-1]
     assert final["step"] == 300
     assert final["eval/accuracy"] >= 0.80
-    assert "lr = 0.0001" in (tmp_path / "w" / "operative_config.gin").read_text()
+    assert "lr = 0.0001  # --gin_bindings[0]" in (tmp_path / "w" / "operative_config.gin").read_text()
 
 
 def test_two_ranks_under_torchrun_train_and_save_one_checkpoint(tmp_path):

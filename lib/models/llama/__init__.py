@@ -2,12 +2,11 @@
 
 from typing import Optional
 
-import gin
+from lib.config.registry import configurable
+from lib.models.reward import architecture_check, attach_reward_head
 
-from lib.models.reward import attach_reward_head
 
-
-@gin.configurable
+@configurable(check=architecture_check("llama3_reward_model"))
 def llama3_reward_model(
     vocab_size: int,
     num_layers: int,

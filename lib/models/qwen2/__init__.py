@@ -1,11 +1,10 @@
 """Qwen2 / Qwen2.5 reward models built with torchtune's Qwen2 component builder."""
 
-import gin
+from lib.config.registry import configurable
+from lib.models.reward import architecture_check, attach_reward_head
 
-from lib.models.reward import attach_reward_head
 
-
-@gin.configurable
+@configurable(check=architecture_check("qwen2_reward_model"))
 def qwen2_reward_model(
     vocab_size: int,
     num_layers: int,

@@ -1,0 +1,166 @@
+"""Reading .gin files and --gin_bindings into bindings that remember where they came from.
+
+Parsing uses gin's own parser (so the syntax is gin's), but with placeholder values for
+@references and %macros, so nothing is resolved or called before every check has run.
+`include` paths resolve against the search roots only, never the working directory; `import`
+is refused unless the module is in ALLOWED_IMPORTS: a shared snippet cannot run code.
+"""
+
+import dataclasses
+import pathlib
+import tokenize
+from typing import Any, List, Sequence, Tuple
+
+from gin import config_parser
+
+from lib.config.errors import Problem, Where
+from lib.config.values import Macro, Ref
+
+# Modules a .gin file may import. Every configurable of ours is registered without imports;
+# these are listed so that configs written for plain gin (which import them) still load.
+ALLOWED_IMPORTS = frozenset({
+    "lib.configurables", "lib.trainer", "lib.optim", "lib.schedules", "lib.losses",
+    "lib.reporting", "lib.data.preference_data", "lib.data.tokenizer", "lib.models.hf",
+    "lib.models.llama", "lib.models.qwen2",
+})
+
+
+@dataclasses.dataclass(frozen=True)
+class Binding:
+    scope: str
+    selector: str
+    arg: str  # "" for a macro
+    value: Any
+    where: Where
+
+    @property
+    def is_macro(self) -> bool:
+        return not self.arg
+
+    @property
+    def key(self) -> Tuple[str, str, str]:
+        return (self.scope, self.selector, self.arg)
+
+    @property
+    def name(self) -> str:
+        """The binding's left-hand side as written: [scope/]selector[.arg]."""
+        lhs = f"{self.scope}/{self.selector}" if self.scope else self.selector
+        return f"{lhs}.{self.arg}" if self.arg else lhs
+
+
+class _Delegate(config_parser.ParserDelegate):
+    def configurable_reference(self, scoped_name, evaluate):
+        return Ref(scoped_name, evaluate)
+
+    def macro(self, name):
+        return Macro(name)
+
+
+class Reader:
+    """Collects bindings in application order, and problems, from files then flags."""
+
+    def __init__(self, roots: Sequence[pathlib.Path]):
+        self.roots = [pathlib.Path(r).resolve() for r in roots]
+        self.bindings: List[Binding] = []
+        self.problems: List[Problem] = []
+        self.files: List[pathlib.Path] = []
+
+    def read_file(self, path: str) -> None:
+        """A --gin_file: absolute, or relative to the search roots in order, then the working
+        directory (the same rule as data paths, lib.config.resolve_path)."""
+        p = pathlib.Path(path).expanduser()
+        candidates = [p] if p.is_absolute() else [r / p for r in self.roots] + [
+            pathlib.Path.cwd() / p]
+        found = next((c for c in candidates if c.exists()), None)
+        if found is None:
+            self.problems.append(Problem(Where("--gin_file"), (
+                f"--gin_file {path!r} not found; looked in: "
+                + ", ".join(str(c) for c in candidates))))
+        elif found.is_dir():
+            inside = sorted(str(f.relative_to(found)) for f in found.rglob("*.gin"))[:3]
+            hint = (f"pass a .gin file inside it, such as {', '.join(inside)}" if inside
+                    else "it holds no .gin file")
+            self.problems.append(Problem(Where("--gin_file"),
+                                         f"--gin_file {path!r} is a directory; {hint}"))
+        else:
+            self._read_path(found.resolve(), stack=())
+
+    def read_binding(self, index: int, text: str) -> None:
+        self._parse(text, Where(f"--gin_bindings[{index}]", None, text), stack=())
+
+    def display(self, path: pathlib.Path) -> str:
+        for root in self.roots:
+            if path.is_relative_to(root):
+                return str(path.relative_to(root))
+        return str(path)
+
+    def _read_path(self, path: pathlib.Path, stack: Tuple[pathlib.Path, ...]) -> None:
+        self.files.append(path)
+        text = path.read_text(encoding="utf-8")
+        name = self.display(path)
+        if not _has_statements(text):
+            self.problems.append(Problem(Where(name), f"{name} is empty: it binds nothing"))
+            return
+        self._parse(text, Where(name), stack + (path,))
+
+    def _parse(self, text: str, origin: Where, stack) -> None:
+        lines = text.splitlines()
+        try:
+            for st in config_parser.ConfigParser(text, _Delegate()):
+                where = self._where(origin, st.location, lines)
+                if isinstance(st, config_parser.BindingStatement):
+                    self.bindings.append(Binding(st.scope, st.selector, st.arg_name, st.value,
+                                                 where))
+                elif isinstance(st, config_parser.IncludeStatement):
+                    self._include(st.filename, where, stack)
+                elif isinstance(st, config_parser.ImportStatement):
+                    self._import(st, where)
+                else:
+                    self.problems.append(Problem(where, "block declarations are not supported; "
+                                                 "write 'configurable.parameter = value' lines"))
+        except SyntaxError as e:
+            loc = e.args[1] if len(e.args) > 1 else None
+            line = getattr(loc, "line_num", None)
+            self.problems.append(Problem(
+                self._where(origin, loc, lines),
+                f"malformed: {e.args[0]} (expected 'configurable.parameter = value', "
+                "'macro = value', 'include \"file.gin\"')"
+                + (" — an unbalanced quote?" if line and lines[line - 1].count("'") % 2 else "")))
+        except tokenize.TokenError:
+            where = origin if origin.source.startswith("--") or not lines else Where(
+                origin.source, len(lines), lines[-1])
+            self.problems.append(Problem(where, "malformed: the input ends inside a bracket or "
+                                         "a string (an unbalanced bracket or quote?)"))
+        except Exception as e:  # gin's parser raises ValueError for some malformed literals
+            self.problems.append(Problem(origin, f"malformed: {e}"))
+
+    def _where(self, origin: Where, loc, lines) -> Where:
+        if origin.source.startswith("--") or loc is None:
+            return origin
+        return Where(origin.source, loc.line_num, (loc.line_content or "").rstrip("\n"))
+
+    def _include(self, filename: str, where: Where, stack) -> None:
+        p = pathlib.Path(filename)
+        candidates = [p] if p.is_absolute() else [r / p for r in self.roots]
+        found = next((c.resolve() for c in candidates if c.is_file()), None)
+        if found is None:
+            self.problems.append(Problem(where, (
+                f"include {filename!r} not found; looked in: "
+                + ", ".join(str(c) for c in candidates)
+                + " (includes resolve against --gin_search_path, not the working directory)")))
+        elif found in stack:
+            chain = " -> ".join(self.display(s) for s in stack + (found,))
+            self.problems.append(Problem(where, f"include cycle: {chain}"))
+        else:
+            self._read_path(found, stack)
+
+    def _import(self, st, where: Where) -> None:
+        if st.module not in ALLOWED_IMPORTS:
+            self.problems.append(Problem(where, (
+                f"import {st.module!r} is not allowed: a .gin file may only import "
+                + ", ".join(sorted(ALLOWED_IMPORTS))
+                + " (every configurable of gintune is already registered)")))
+
+
+def _has_statements(text: str) -> bool:
+    return any(line.strip() and not line.strip().startswith("#") for line in text.splitlines())
