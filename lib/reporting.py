@@ -81,7 +81,7 @@ class RunLogger:
                 self._run = None
 
     def summary(self, values: dict) -> None:
-        """Run-level facts (data counts, parameter count, final eval): console, summary.json, W&B."""
+        """Run-level facts (data counts, parameters, final eval): console, summary.json, W&B."""
         if not self.enabled:
             return
         logging.info("%s", "  ".join(f"{k}={v}" for k, v in values.items()))

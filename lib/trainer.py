@@ -17,9 +17,9 @@ from absl import logging
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
-from lib import checkpointing, distributed
+from lib import checkpointing, config, distributed
 from lib.config.registry import configurable
-from lib.data.batching import PairSchedule, batch_problems, collate, eval_shard
+from lib.data.batching import PairSchedule, StepBatches, batch_problems, collate, eval_shard
 from lib.losses import metric_sums, metrics_from_sums
 from lib.models.reward import compute_rewards
 from lib.reporting import RunLogger, format_progress
@@ -37,7 +37,7 @@ def _check(view):
     if get("num_steps") < 1:
         problems.append(("num_steps", f"num_steps={get('num_steps')} must be >= 1"))
     for arg, low in (("log_every", 1), ("eval_batch_size", 1), ("eval_every", 0),
-                     ("checkpoint_every", 0)):
+                     ("checkpoint_every", 0), ("num_workers", 0)):
         if get(arg) < low:
             problems.append((arg, f"{arg}={get(arg)} must be >= {low}"))
     if get("max_grad_norm") < 0:
@@ -79,6 +79,8 @@ class Trainer:
       log_every: report training metrics every this many steps (averaged over them).
       max_grad_norm: clip the global gradient norm to this; 0 disables clipping.
       seed: seeds initialization and the data order (python, numpy and torch RNGs).
+      num_workers: DataLoader worker processes that prepare the next steps' batches (started
+        with spawn; each gets this process's config); 0 prepares them in the training loop.
     """
 
     def __init__(self, workdir: str, dist_info: distributed.DistInfo, *,
@@ -86,7 +88,8 @@ class Trainer:
                  optimizer_fn: Callable, lr_schedule_fn: Callable, loss_fn: Callable,
                  num_steps: int, global_batch_size: int, micro_batch_size: int,
                  eval_batch_size: int = 32, eval_every: int = 0, checkpoint_every: int = 0,
-                 log_every: int = 10, max_grad_norm: float = 1.0, seed: int = 0):
+                 log_every: int = 10, max_grad_norm: float = 1.0, seed: int = 0,
+                 num_workers: int = 0):
         if num_steps < 1:
             raise ValueError(f"Trainer.num_steps={num_steps} must be >= 1")
         self.workdir = pathlib.Path(workdir)
@@ -94,7 +97,7 @@ class Trainer:
         self.num_steps, self.global_batch_size = num_steps, global_batch_size
         self.eval_batch_size, self.eval_every = eval_batch_size, eval_every
         self.checkpoint_every, self.log_every = checkpoint_every, log_every
-        self.max_grad_norm = max_grad_norm
+        self.max_grad_norm, self.num_workers = max_grad_norm, num_workers
         _seed_everything(seed)
 
         self.tokenizer = tokenizer_fn()
@@ -127,8 +130,9 @@ class Trainer:
                         "world_size": self.dist.world_size})
         sums, tokens, t0, start = None, 0, time.perf_counter(), time.perf_counter()
         final_eval = {}
+        batches = iter(self._step_loader())
         while self.step < self.num_steps:
-            step_sums, step_tokens, lr = self.train_step()
+            step_sums, step_tokens, lr = self.train_step(next(batches))
             self.step += 1
             sums = step_sums if sums is None else sums + step_sums
             tokens += step_tokens
@@ -152,14 +156,12 @@ class Trainer:
         logger.summary({f"final/{k}": v for k, v in final_eval.items()})
         return final_eval
 
-    def train_step(self):
+    def train_step(self, micro_batches):
         """One optimizer step; returns (metric sums, non-pad tokens seen, lr used)."""
         self.model.train()
-        micro_batches = self.schedule.micro_batches(self.step)
         sums, tokens = torch.zeros(8), 0
-        for i, indices in enumerate(micro_batches):
+        for i, batch in enumerate(micro_batches):
             self.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
-            batch = collate([self.data.train[j] for j in indices], self.tokenizer.pad_id)
             chosen, rejected, margin = self._forward(batch)
             per_pair = self.loss_fn(chosen, rejected, margin)
             # FSDP averages gradients over ranks, so this is the mean over the global batch.
@@ -200,6 +202,14 @@ class Trainer:
                                   self.optimizer, state, operative_config)
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _step_loader(self):
+        """Batches of the steps still to run, from this step on."""
+        dataset = StepBatches(self.schedule, self.data.train, self.tokenizer.pad_id)
+        workers = dict(num_workers=self.num_workers, multiprocessing_context="spawn",
+                       worker_init_fn=config.WorkerConfig()) if self.num_workers else {}
+        return torch.utils.data.DataLoader(dataset, batch_size=None,
+                                           sampler=range(self.step, self.num_steps), **workers)
 
     def _forward(self, batch):
         device = self.dist.device

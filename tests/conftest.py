@@ -57,7 +57,7 @@ def demo_tokenizer():
 
 
 def run_launcher(args, cwd=REPO, env=None, timeout=600, torchrun_nproc=None):
-    """Runs `python -m launchers.train ARGS` (or under torchrun) and returns the CompletedProcess."""
+    """Runs `python -m launchers.train ARGS` (or under torchrun); returns the CompletedProcess."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})}
     if torchrun_nproc:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",

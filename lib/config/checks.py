@@ -233,6 +233,8 @@ def _check_values(table: Table, specs) -> List[Problem]:
         if any(isinstance(v, Macro) and v != REQUIRED for v in walk(value)):
             continue  # an undefined macro, reported already
         if value == REQUIRED:
+            if isinstance(entry.value, Macro) and entry.value != REQUIRED:
+                continue  # reported once, as the required macro left unset
             problems.append(Problem(entry.where, f"{name}.{arg} is required (%gin.REQUIRED) "
                                     "and not set by any later file or --gin_bindings"))
             continue

@@ -118,19 +118,22 @@ class Reader:
                 else:
                     self.problems.append(Problem(where, "block declarations are not supported; "
                                                  "write 'configurable.parameter = value' lines"))
-        except SyntaxError as e:
-            loc = e.args[1] if len(e.args) > 1 else None
-            line = getattr(loc, "line_num", None)
-            self.problems.append(Problem(
-                self._where(origin, loc, lines),
-                f"malformed: {e.args[0]} (expected 'configurable.parameter = value', "
-                "'macro = value', 'include \"file.gin\"')"
-                + (" — an unbalanced quote?" if line and lines[line - 1].count("'") % 2 else "")))
-        except tokenize.TokenError:
-            where = origin if origin.source.startswith("--") or not lines else Where(
-                origin.source, len(lines), lines[-1])
-            self.problems.append(Problem(where, "malformed: the input ends inside a bracket or "
-                                         "a string (an unbalanced bracket or quote?)"))
+        except (SyntaxError, tokenize.TokenError) as e:
+            # Python's tokenizer reports an unclosed quote or bracket differently from one
+            # version to the next (SyntaxError on 3.11, TokenError at the end on 3.12+), so
+            # find it here and give the same message everywhere.
+            unclosed = _unclosed(lines)
+            if unclosed:
+                line, what = unclosed
+                message = f"malformed: {what} opened here is never closed"
+            else:
+                loc = e.args[1] if isinstance(e, SyntaxError) and len(e.args) > 1 else None
+                line = getattr(loc, "line_num", None)
+                message = (f"malformed: {e.args[0]} (expected 'configurable.parameter = value', "
+                           "'macro = value' or 'include \"file.gin\"')")
+            where = origin if origin.source.startswith("--") or not line else Where(
+                origin.source, line, lines[line - 1])
+            self.problems.append(Problem(where, message))
         except Exception as e:  # gin's parser raises ValueError for some malformed literals
             self.problems.append(Problem(origin, f"malformed: {e}"))
 
@@ -160,6 +163,32 @@ class Reader:
                 f"import {st.module!r} is not allowed: a .gin file may only import "
                 + ", ".join(sorted(ALLOWED_IMPORTS))
                 + " (every configurable of gintune is already registered)")))
+
+
+def _unclosed(lines):
+    """(1-based line, description) of the first quote or bracket left open, else None."""
+    stack = []  # (line, opening bracket)
+    for n, line in enumerate(lines, start=1):
+        quote, i = None, 0
+        while i < len(line):
+            c = line[i]
+            if quote:
+                if c == "\\":
+                    i += 1
+                elif c == quote:
+                    quote = None
+            elif c == "#":
+                break
+            elif c in "'\"":
+                quote = c
+            elif c in "([{":
+                stack.append((n, c))
+            elif c in ")]}" and stack:
+                stack.pop()
+            i += 1
+        if quote:
+            return n, f"a {quote} quote"
+    return (stack[0][0], f"a {stack[0][1]!r} bracket") if stack else None
 
 
 def _has_statements(text: str) -> bool:

@@ -54,6 +54,21 @@ class PairSchedule:
         return [mine[j:j + self._micro] for j in range(0, len(mine), self._micro)]
 
 
+class StepBatches(torch.utils.data.Dataset):
+    """Item `step` is the list of collated micro-batches this rank runs at that step, so a
+    DataLoader can prepare steps ahead in worker processes."""
+
+    def __init__(self, schedule: PairSchedule, pairs: Sequence[EncodedPair], pad_id: int):
+        self.schedule, self.pairs, self.pad_id = schedule, pairs, pad_id
+
+    def __len__(self):
+        return 2 ** 62  # indexed by step; the sampler decides which steps are read
+
+    def __getitem__(self, step: int) -> List[dict]:
+        return [collate([self.pairs[j] for j in indices], self.pad_id)
+                for indices in self.schedule.micro_batches(step)]
+
+
 def eval_shard(num_pairs: int, rank: int, world_size: int, batch_size: int):
     """Splits the eval set across ranks without padding duplicates.
 

@@ -7,6 +7,7 @@ from typing import List, Sequence
 from lib.config import ConfigError, resolve_path
 from lib.config.registry import configurable
 from lib.data.encoding import POLICIES, EncodedPair, EncodingStats, encode_pairs
+from lib.data.tokenizer import Tokenizer
 from lib.data.sources import read_pairs
 
 
@@ -56,7 +57,7 @@ def _check(view):
 
 @configurable(caller_args=("tokenizer",), check=_check)
 def build_preference_data(
-    tokenizer,
+    tokenizer: Tokenizer,
     train_files: Sequence[str] = (),
     eval_files: Sequence[str] = (),
     eval_fraction: float = 0.0,

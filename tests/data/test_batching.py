@@ -1,7 +1,6 @@
 """Which pairs each rank reads, and how a batch is laid out."""
 
 import pytest
-import torch
 
 from lib.data.batching import PairSchedule, collate, eval_shard
 from lib.data.encoding import EncodedPair

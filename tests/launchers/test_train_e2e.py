@@ -1,7 +1,10 @@
 """End-to-end runs of the real launcher on CPU: files written, checkpoints, W&B offline, errors."""
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -84,6 +87,29 @@ def test_debug_run_is_deterministic_and_matches_stored_losses(smoke_run, tmp_pat
         assert got == pytest.approx(expected[key], rel=1e-4)
 
 
+def test_saved_config_relaunches_to_the_same_config_and_losses(smoke_run, tmp_path):
+    from lib.config import flat_config
+
+    workdir, _ = smoke_run
+    saved = workdir / "checkpoints" / "step_4" / "operative_config.gin"
+    proc = run_launcher([f"--gin_file={saved}", f"--workdir={tmp_path / 'again'}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = (tmp_path / "again" / "operative_config.gin").read_text()
+    assert flat_config(again) == flat_config(saved.read_text())
+    assert f"lr = 0.0001  # {saved}:" in again  # provenance now points at the saved file
+    losses = lambda w: [r.get("train/loss", r.get("eval/loss")) for r in _metrics(w)]  # noqa
+    assert losses(tmp_path / "again") == losses(workdir)
+
+
+def test_dataloader_workers_get_the_config_and_the_same_batches(smoke_run, tmp_path):
+    workdir, _ = smoke_run
+    proc = run_launcher([*SMOKE, "--gin_bindings=Trainer.num_workers=1",
+                         f"--workdir={tmp_path / 'w'}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = lambda w: [r.get("train/loss", r.get("eval/loss")) for r in _metrics(w)]  # noqa
+    assert losses(tmp_path / "w") == losses(workdir)
+
+
 def test_checkpoint_loads_back_and_reproduces_the_logged_eval(smoke_run):
     """Rebuild the run from its saved config, load step 4, and re-evaluate."""
     from lib import checkpointing, config, distributed
@@ -128,7 +154,21 @@ def test_canonical_command_reaches_the_readme_accuracy(tmp_path):
     final = [r for r in _metrics(tmp_path / "w") if "eval/accuracy" in r][-1]
     assert final["step"] == 300
     assert final["eval/accuracy"] >= 0.80
-    assert "lr = 0.0001  # --gin_bindings[0]" in (tmp_path / "w" / "operative_config.gin").read_text()
+    saved = (tmp_path / "w" / "operative_config.gin").read_text()
+    assert "lr = 0.0001  # --gin_bindings[0]" in saved
+
+
+def test_ranks_with_different_configs_all_stop_with_a_message(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(REPO / "tests" / "launchers" / "rank_dependent_train.py"), *SMOKE,
+           f"--workdir={tmp_path / 'w'}"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "WANDB_MODE": "offline"})
+    assert proc.returncode != 0
+    assert "ranks hold different configs (ranks [1] differ from rank 0)" in proc.stderr
+    assert "Trainer.seed = 1  # --gin_bindings[1]" in proc.stderr
+    assert "exitcode  : 2" in proc.stderr
+    assert not (tmp_path / "w").exists()
 
 
 def test_two_ranks_under_torchrun_train_and_save_one_checkpoint(tmp_path):
