@@ -7,12 +7,11 @@
 Files apply in order, then bindings in order. The whole config is checked before anything is
 built or written; every problem is reported and the exit status is 2. Everything of the run
 goes to --workdir (default runs/<name of the first --gin_file>-<YYYYmmdd-HHMMSS>, under the
-working directory).
+working directory); launching again with the same --workdir resumes from its newest complete
+checkpoint. Exit status: see lib/run.py (0 done, 2 config, 3 non-finite loss, 75 preempted).
 """
 
-import datetime
 import os
-import pathlib
 import sys
 
 from absl import app, flags, logging
@@ -27,11 +26,14 @@ flags.DEFINE_string("workdir", None, "Where the run's files go (default: "
 flags.DEFINE_bool("validate_only", False, "Check the config, print it with the provenance of "
                   "every value, and exit 0 (valid) or 2 (problems) without training. The batch "
                   "split is checked for WORLD_SIZE ranks (default 1).")
+flags.DEFINE_string("resume_from", "", "A checkpoint step number or path to resume from; by "
+                    "default the newest complete checkpoint in --workdir, if any.")
+flags.DEFINE_bool("allow_config_change", False, "Resume even though the config changes the "
+                  "model, tokenizer, data or its order since the checkpoint.")
 FLAGS = flags.FLAGS
 
-EXIT_CONFIG_ERROR = 2
 # What this launcher builds itself; a binding of anything they never reach does nothing.
-BUILDS = ("Trainer", "RunLogger")
+BUILDS = ("Trainer", "RunLogger", "Checkpointer")
 
 
 def main(argv):
@@ -54,61 +56,20 @@ def main(argv):
         print(f"config OK: {len(cfg.table.params)} bindings, {len(cfg.table.macros)} macros, "
               f"{len(cfg.files)} files", file=sys.stderr)
         return 0
-    _train(cfg, config)
+    from lib import run
 
-
-def _train(cfg, config):
-    from lib import distributed, reporting
-    from lib.trainer import Trainer
-
-    dist_info = distributed.init()
     try:
-        try:
-            distributed.check_same_config(cfg.effective_text())
-            workdir = pathlib.Path(distributed.broadcast_object(_workdir()))
-            # Builds tokenizer, data, model, optimizer; writes nothing, so a bad value or a
-            # malformed data row leaves no workdir behind.
-            trainer = Trainer(str(workdir), dist_info)
-        except (ValueError, OSError) as e:
-            _fail(str(e))
-        if dist_info.is_main:
-            workdir.mkdir(parents=True, exist_ok=True)
-            _log_to_file(workdir / "train.log")
-            logging.info("workdir: %s", workdir)
-        distributed.barrier()
-        logger = reporting.RunLogger(str(workdir), enabled=dist_info.is_main)
-        saved = cfg.saved_text()  # after every component is built
-        if dist_info.is_main:
-            (workdir / "operative_config.gin").write_text(saved)
-        logger.start(workdir.name, saved, config.flat_config(saved))
-        try:
-            trainer.train(logger, saved)
-        finally:
-            logger.finish()
-    finally:
-        distributed.shutdown()
+        status = run.run(cfg, FLAGS.workdir, FLAGS.gin_file[0], FLAGS.resume_from,
+                         FLAGS.allow_config_change, sys.argv)
+    except run.RunError as e:
+        _fail(str(e), e.status)
+    sys.exit(status)
 
 
-def _workdir() -> str:
-    if FLAGS.workdir:
-        return str(pathlib.Path(FLAGS.workdir).resolve())
-    name = pathlib.Path(FLAGS.gin_file[0]).stem
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return str(pathlib.Path("runs", f"{name}-{stamp}").resolve())
-
-
-def _log_to_file(path: pathlib.Path) -> None:
-    import logging as pylogging
-
-    handler = pylogging.FileHandler(path)
-    handler.setFormatter(pylogging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    pylogging.getLogger().addHandler(handler)
-
-
-def _fail(message: str):
+def _fail(message: str, status: int = 2):
     if os.environ.get("RANK", "0") == "0":  # the same message on every rank: print it once
         print(f"error: {message}", file=sys.stderr)
-    sys.exit(EXIT_CONFIG_ERROR)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

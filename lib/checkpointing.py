@@ -1,58 +1,249 @@
-"""Sharded checkpoints with torch.distributed.checkpoint (DCP).
+"""Checkpoints that survive a kill at any moment, with torch.distributed.checkpoint (DCP).
 
-A checkpoint is `<workdir>/checkpoints/step_<N>/`: the DCP shards of the model and optimizer,
-`trainer_state.json` (step, schedule) and `operative_config.gin`. It is written under a
-temporary name and renamed when complete, so a `step_<N>` directory is never half-written.
+A checkpoint is `<workdir>/checkpoints/step_<N>/` holding the DCP shards of model and optimizer
+(`.metadata`, `__<rank>_0.distcp`), `trainer_state.json` (step, LR schedule, W&B run id),
+`rng/rank_<r>.json` (each rank's python, numpy and torch RNG states), `operative_config.gin`,
+and last `COMPLETE.json` (the step and a SHA-256 of `.metadata`). The protocol:
+
+1. every file is written under `.step_<N>.partial/`;
+2. rank 0 writes COMPLETE.json, then renames the folder to `step_<N>` (atomic on POSIX);
+3. only then are old checkpoints beyond `keep_last` renamed to `.step_<K>.deleting` and removed.
+
+So a `step_<N>` folder is complete by construction; one without a valid marker (or whose
+`.metadata` does not match its checksum) is never loaded and is removed at start-up, as are
+leftover `.partial` and `.deleting` folders. A kill at any point leaves the previous checkpoint
+intact and loadable.
 """
 
+import hashlib
 import json
+import os
 import pathlib
+import random
+import re
 import shutil
+import time
+from typing import Optional
 
+import numpy as np
+import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from absl import logging
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from lib import distributed
+from lib.config.errors import ConfigError
+from lib.faults import crash_point as _crash_point
+from lib.config.registry import configurable
 
 CONFIG_FILE = "operative_config.gin"
 STATE_FILE = "trainer_state.json"
+MARKER = "COMPLETE.json"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
-def step_dir(workdir: pathlib.Path, step: int) -> pathlib.Path:
-    return pathlib.Path(workdir) / "checkpoints" / f"step_{step}"
+@configurable(caller_args=("workdir",))
+class Checkpointer:
+    """Saves and finds checkpoints under <workdir>/checkpoints/.
+
+    Args:
+      workdir: passed by the launcher.
+      keep_last: how many complete checkpoints to keep (oldest removed first); 0 keeps all.
+        The newest complete checkpoint is never removed.
+      async_save: write shards in a background thread (DCP async_save) while training goes on;
+        at most one save is in flight, and the time training was blocked is logged.
+    """
+
+    def __init__(self, workdir: str, keep_last: int = 2, async_save: bool = False):
+        if keep_last < 0:
+            raise ConfigError(f"Checkpointer.keep_last={keep_last} must be >= 0 (0 keeps all)")
+        self.root = pathlib.Path(workdir) / "checkpoints"
+        self.keep_last, self.async_save = keep_last, async_save
+        self._pending = None  # (future, partial dir, final dir, step, files to write)
+        self._pg = None
+        self.blocked_s = 0.0
+
+    # -- finding -----------------------------------------------------------------------------
+
+    def complete_steps(self):
+        """Steps of the complete checkpoints, oldest first."""
+        if not self.root.is_dir():
+            return []
+        steps = []
+        for d in self.root.iterdir():
+            m = _STEP_DIR.match(d.name)
+            if m and _valid_marker(d, int(m.group(1))):
+                steps.append(int(m.group(1)))
+        return sorted(steps)
+
+    def resume_point(self, resume_from: str) -> Optional[pathlib.Path]:
+        """The checkpoint to resume from: "" for the newest complete one (None if there is
+        none: a fresh start), else a step number or a checkpoint path, which must exist."""
+        if not resume_from:
+            steps = self.complete_steps()
+            return self.root / f"step_{steps[-1]}" if steps else None
+        path = (self.root / f"step_{int(resume_from)}" if resume_from.isdigit()
+                else pathlib.Path(resume_from).resolve())
+        m = _STEP_DIR.match(path.name)
+        if not (m and _valid_marker(path, int(m.group(1)))):
+            have = ", ".join(map(str, self.complete_steps())) or "none"
+            raise ConfigError(f"--resume_from={resume_from}: {path} is not a complete "
+                              f"checkpoint (complete steps in {self.root}: {have})")
+        return path
+
+    def clean_up(self) -> None:
+        """Removes partial, half-deleted and marker-less folders (rank 0, at start-up)."""
+        if dist.get_rank() != 0 or not self.root.is_dir():
+            return
+        for d in sorted(self.root.iterdir()):
+            m = _STEP_DIR.match(d.name)
+            if d.is_dir() and not (m and _valid_marker(d, int(m.group(1)))):
+                logging.warning("removing incomplete checkpoint folder %s", d)
+                shutil.rmtree(d, ignore_errors=True)
+
+    # -- saving ------------------------------------------------------------------------------
+
+    def save(self, step: int, model, optimizer, trainer_state: dict,
+             operative_config: str) -> pathlib.Path:
+        """Saves (a collective call on every rank); returns the folder it will complete as.
+
+        With async_save the shards are written in the background and the folder is completed
+        when the next save starts, or at wait(). Returns the seconds training was blocked too.
+        """
+        t0 = time.perf_counter()
+        self.wait()
+        final = self.root / f"step_{step}"
+        partial = self.root / f".step_{step}.partial"
+        if dist.get_rank() == 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            (partial / "rng").mkdir(parents=True)
+        distributed.barrier()
+        _crash_point("partial_created", step)
+        (partial / "rng" / f"rank_{dist.get_rank()}.json").write_text(json.dumps(rng_state()))
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+        state = {"model": model_sd, "optim": optim_sd}
+        files = {STATE_FILE: json.dumps(trainer_state, indent=2) + "\n",
+                 CONFIG_FILE: operative_config}
+        if self.async_save:
+            if self._pg is None:
+                self._pg = dist.new_group(backend="gloo")
+            future = dcp.async_save(state, checkpoint_id=str(partial), process_group=self._pg)
+            self._pending = (future, partial, final, step, files)
+        else:
+            dcp.save(state, checkpoint_id=str(partial))
+            self._complete(partial, final, step, files)
+        self.blocked_s = time.perf_counter() - t0
+        return final
+
+    def wait(self) -> None:
+        """Finishes the save in flight, if any (every rank calls it)."""
+        if self._pending is None:
+            return
+        future, partial, final, step, files = self._pending
+        self._pending = None
+        future.result()
+        self._complete(partial, final, step, files)
+
+    def _complete(self, partial, final, step, files) -> None:
+        distributed.barrier()  # every rank's shards are on disk
+        _crash_point("shards_written", step)
+        if dist.get_rank() == 0:
+            for name, text in files.items():
+                _write_durably(partial / name, text)
+            _crash_point("state_written", step)
+            marker = {"step": step, "metadata_sha256": _sha256(partial / ".metadata")}
+            _write_durably(partial / MARKER, json.dumps(marker, indent=2) + "\n")
+            _crash_point("marker_written", step)
+            if final.exists():  # a stale copy of this step from an earlier attempt
+                shutil.rmtree(final)
+            partial.rename(final)
+            _fsync_dir(self.root)
+            _crash_point("renamed", step)
+            self._retire_old()
+            _crash_point("old_removed", step)
+        distributed.barrier()
+
+    def _retire_old(self) -> None:
+        steps = self.complete_steps()
+        if not self.keep_last or len(steps) <= self.keep_last:
+            return
+        for step in steps[:-self.keep_last]:  # never the newest: keep_last >= 1 here
+            doomed = self.root / f".step_{step}.deleting"
+            (self.root / f"step_{step}").rename(doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def load(self, path: pathlib.Path, model, optimizer) -> dict:
+        """Loads model and optimizer in place and this rank's RNG states; returns the trainer
+        state (step, lr_schedule, wandb_run_id)."""
+        path = pathlib.Path(path)
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+        state = {"model": model_sd, "optim": optim_sd}
+        dcp.load(state, checkpoint_id=str(path))
+        set_state_dict(model, optimizer, model_state_dict=state["model"],
+                       optim_state_dict=state["optim"])
+        rng = path / "rng" / f"rank_{dist.get_rank()}.json"
+        if rng.exists():
+            set_rng_state(json.loads(rng.read_text()))
+        else:
+            logging.warning("%s has no RNG state for rank %d (saved at another world size); "
+                            "keeping this rank's seeded RNGs", path, dist.get_rank())
+        return json.loads((path / STATE_FILE).read_text())
 
 
-def save(directory: pathlib.Path, model, optimizer, trainer_state: dict,
-         operative_config: str) -> pathlib.Path:
-    """Saves on every rank (a collective call); returns the completed directory."""
-    directory = pathlib.Path(directory)
-    tmp = directory.with_name(f".{directory.name}.partial")
-    if dist.get_rank() == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    distributed.barrier()
-    model_sd, optim_sd = get_state_dict(model, optimizer)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
-    if dist.get_rank() == 0:
-        (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n")
-        (tmp / CONFIG_FILE).write_text(operative_config)
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.rename(directory)
-    distributed.barrier()
-    return directory
+def rng_state() -> dict:
+    """This process's python, numpy and torch (CPU, CUDA) RNG states, as JSON-able values."""
+    np_state = np.random.get_state()
+    state = {"python": _listify(random.getstate()),
+             "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+             "torch": torch.get_rng_state().tolist()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state().tolist()
+    return state
 
 
-def load(directory: pathlib.Path, model, optimizer=None) -> dict:
-    """Loads a checkpoint into `model` (and `optimizer`) in place; returns the trainer state."""
-    directory = pathlib.Path(directory)
-    optimizers = [optimizer] if optimizer is not None else []
-    model_sd, optim_sd = get_state_dict(model, optimizers)
-    state = {"model": model_sd}
-    if optimizer is not None:
-        state["optim"] = optim_sd
-    dcp.load(state, checkpoint_id=str(directory))
-    set_state_dict(model, optimizers, model_state_dict=state["model"],
-                   optim_state_dict=state.get("optim", {}))
-    return json.loads((directory / STATE_FILE).read_text())
+def set_rng_state(state: dict) -> None:
+    random.setstate(_tuplify(state["python"]))
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(torch.tensor(state["cuda"], dtype=torch.uint8))
+
+
+def _listify(x):
+    return [_listify(v) for v in x] if isinstance(x, (list, tuple)) else x
+
+
+def _tuplify(x):
+    return tuple(_tuplify(v) for v in x) if isinstance(x, list) else x
+
+
+def _valid_marker(directory: pathlib.Path, step: int) -> bool:
+    try:
+        marker = json.loads((directory / MARKER).read_text())
+        return (marker["step"] == step
+                and marker["metadata_sha256"] == _sha256(directory / ".metadata"))
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _sha256(path: pathlib.Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_durably(path: pathlib.Path, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: pathlib.Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

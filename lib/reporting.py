@@ -41,15 +41,31 @@ class RunLogger:
         self._run = None
         self._jsonl = None
 
-    def start(self, run_name: str, operative_config: str, flat_config: dict) -> None:
-        """Opens metrics.jsonl and the W&B run, recording the config in both places."""
+    @property
+    def run_id(self) -> Optional[str]:
+        """The W&B run id (None without W&B), kept in checkpoints so a resume continues it."""
+        return self._run.id if self._run is not None else None
+
+    def start(self, run_name: str, flat_config: dict, resume_step: Optional[int] = None,
+              resume_run_id: Optional[str] = None) -> None:
+        """Opens metrics.jsonl and the W&B run (recording the config and operative_config.gin).
+
+        On a resume from `resume_step`, records after that step (written by the run that
+        stopped after its last checkpoint) are dropped, so every step appears once, and the
+        W&B run `resume_run_id` is continued.
+        """
         if not self.enabled:
             return
-        self._jsonl = open(self.workdir / "metrics.jsonl", "a", buffering=1)
+        path = self.workdir / "metrics.jsonl"
+        if resume_step is not None and path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if json.loads(line)["step"] <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
+        self._jsonl = open(path, "a", buffering=1)
         if self._use_wandb:
-            self._start_wandb(run_name, flat_config)
+            self._start_wandb(run_name, flat_config, resume_run_id)
 
-    def _start_wandb(self, run_name, flat_config):
+    def _start_wandb(self, run_name, flat_config, resume_run_id):
         mode = os.environ.get("WANDB_MODE")
         if mode is None and not _has_wandb_credentials():
             mode = "offline"
@@ -60,6 +76,7 @@ class RunLogger:
 
             self._run = wandb.init(
                 name=run_name, dir=str(self.workdir), config=flat_config, mode=mode,
+                id=resume_run_id, resume="allow" if resume_run_id else None,
                 settings=wandb.Settings(console="off", silent=True), **self._wandb_args)
             # A copy, not wandb.save's symlink, so the run folder stands on its own.
             copy = shutil.copy(self.workdir / "operative_config.gin", self._run.dir)

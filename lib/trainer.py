@@ -20,13 +20,22 @@ from torch.distributed.fsdp import fully_shard
 from lib import checkpointing, config, distributed
 from lib.config.registry import configurable
 from lib.data.batching import PairSchedule, StepBatches, batch_problems, collate, eval_shard
+from lib.faults import crash_point
 from lib.losses import metric_sums, metrics_from_sums
 from lib.models.reward import compute_rewards
 from lib.reporting import RunLogger, format_progress
 
 
 class NonFiniteLossError(RuntimeError):
-    pass
+    """The loss or gradient became NaN or infinite; the message names the step."""
+
+
+class Preempted(Exception):
+    """A stop was requested (SIGTERM/SIGINT); a checkpoint of `step` was saved at `path`."""
+
+    def __init__(self, step: int, path: pathlib.Path):
+        super().__init__(f"stopped at step {step}; checkpoint {path}")
+        self.step, self.path = step, path
 
 
 def _check(view):
@@ -55,13 +64,16 @@ def _check(view):
     return problems
 
 
-@configurable(caller_args=("workdir", "dist_info"), check=_check)
+@configurable(caller_args=("workdir", "dist_info", "checkpointer"), check=_check,
+              resume_sensitive=("tokenizer_fn", "data_fn", "model_fn", "global_batch_size",
+                                "seed"))
 class Trainer:
     """Trains a reward model on preference pairs.
 
     Args:
-      workdir: passed by the launcher; checkpoints go to <workdir>/checkpoints/step_<N>/.
+      workdir: passed by the launcher.
       dist_info: passed by the launcher (rank, world size, device).
+      checkpointer: passed by the launcher (a Checkpointer for <workdir>/checkpoints/).
       tokenizer_fn: () -> Tokenizer (e.g. @build_tokenizer).
       data_fn: (tokenizer) -> PreferenceData (e.g. @build_preference_data).
       model_fn: () -> torchtune decoder with a reward head (e.g. @llama3_reward_model).
@@ -83,7 +95,8 @@ class Trainer:
         with spawn; each gets this process's config); 0 prepares them in the training loop.
     """
 
-    def __init__(self, workdir: str, dist_info: distributed.DistInfo, *,
+    def __init__(self, workdir: str, dist_info: distributed.DistInfo,
+                 checkpointer: checkpointing.Checkpointer, *,
                  tokenizer_fn: Callable, data_fn: Callable, model_fn: Callable,
                  optimizer_fn: Callable, lr_schedule_fn: Callable, loss_fn: Callable,
                  num_steps: int, global_batch_size: int, micro_batch_size: int,
@@ -93,7 +106,7 @@ class Trainer:
         if num_steps < 1:
             raise ValueError(f"Trainer.num_steps={num_steps} must be >= 1")
         self.workdir = pathlib.Path(workdir)
-        self.dist = dist_info
+        self.dist, self.checkpointer = dist_info, checkpointer
         self.num_steps, self.global_batch_size = num_steps, global_batch_size
         self.eval_batch_size, self.eval_every = eval_batch_size, eval_every
         self.checkpoint_every, self.log_every = checkpoint_every, log_every
@@ -121,6 +134,31 @@ class Trainer:
         self.lr_schedule = lr_schedule_fn(self.optimizer, num_steps)
         self.loss_fn = loss_fn
         self.step = 0
+        self.wandb_run_id = None
+        self._stop_requested = False
+
+    def restore(self, path: pathlib.Path) -> dict:
+        """Continues from a checkpoint: weights, optimizer, schedule, step, RNGs.
+
+        The data position follows from the step (the batch order is a function of seed and
+        step), so nothing is replayed. If the config's peak lr differs from the checkpoint's,
+        the new one applies from here on, with the schedule's multiplier at this step.
+        """
+        new_base_lrs = list(self.lr_schedule.base_lrs)
+        state = self.checkpointer.load(path, self.model, self.optimizer)
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        self.step, self.wandb_run_id = state["step"], state.get("wandb_run_id")
+        if new_base_lrs != self.lr_schedule.base_lrs:
+            self.lr_schedule.base_lrs = new_base_lrs
+            factor = self.lr_schedule.lr_lambdas[0](self.lr_schedule.last_epoch)
+            for group, base in zip(self.optimizer.param_groups, new_base_lrs):
+                group["initial_lr"], group["lr"] = base, base * factor
+            self.lr_schedule._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        return state
+
+    def request_stop(self) -> None:
+        """Asks for a checkpoint and a clean stop at the next step boundary (signal-safe)."""
+        self._stop_requested = True
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -129,7 +167,10 @@ class Trainer:
         logger.summary({**self.data.stats(), "model/parameters": self.num_params,
                         "world_size": self.dist.world_size})
         sums, tokens, t0, start = None, 0, time.perf_counter(), time.perf_counter()
-        final_eval = {}
+        first_step, final_eval = self.step, {}
+        if self.step >= self.num_steps and self.dist.is_main:
+            logging.info("nothing to train: the checkpoint is at step %d of %d", self.step,
+                         self.num_steps)
         batches = iter(self._step_loader())
         while self.step < self.num_steps:
             step_sums, step_tokens, lr = self.train_step(next(batches))
@@ -139,7 +180,8 @@ class Trainer:
             last = self.step == self.num_steps
             if self.step % self.log_every == 0 or last:
                 metrics = self._train_metrics(sums, tokens, time.perf_counter() - t0, lr)
-                eta = (time.perf_counter() - start) / self.step * (self.num_steps - self.step)
+                eta = ((time.perf_counter() - start) / (self.step - first_step)
+                       * (self.num_steps - self.step))
                 if self.dist.is_main:
                     logging.info(format_progress(self.step, self.num_steps, metrics, eta))
                 logger.log(self.step, metrics)
@@ -149,10 +191,14 @@ class Trainer:
                 if self.dist.is_main:
                     logging.info("eval @ step %d | %s", self.step, _fmt(final_eval))
                 logger.log(self.step, final_eval)
-            if _due(self.step, self.checkpoint_every, last):
-                path = self.save_checkpoint(operative_config)
-                if self.dist.is_main:
-                    logging.info("checkpoint saved: %s", path)
+            stop = self._stop_agreed()
+            if _due(self.step, self.checkpoint_every, last) or stop:
+                path = self.save_checkpoint(operative_config, logger)
+            crash_point("step_end", self.step)
+            if stop and not last:
+                self.checkpointer.wait()
+                raise Preempted(self.step, path)
+        self.checkpointer.wait()
         logger.summary({f"final/{k}": v for k, v in final_eval.items()})
         return final_eval
 
@@ -169,10 +215,10 @@ class Trainer:
             sums += metric_sums(per_pair, chosen, rejected, torch.ones_like(per_pair)).cpu()
             tokens += batch["num_tokens"]
         grad_norm = _clip(self.model, self.max_grad_norm)
-        if not torch.isfinite(grad_norm):
+        if not (torch.isfinite(grad_norm) and torch.isfinite(sums[0])):
             raise NonFiniteLossError(
-                f"non-finite gradient norm at step {self.step + 1} (loss sum {sums[0]:.4g}); "
-                "stopping, the last checkpoint is kept")
+                f"non-finite loss or gradient at step {self.step + 1} (loss sum {sums[0]:.4g}, "
+                f"gradient norm {grad_norm:.4g}); stopped before the optimizer step")
         lr = self.lr_schedule.get_last_lr()[0]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -196,12 +242,24 @@ class Trainer:
             sums += metric_sums(per_pair, chosen, rejected, weight).cpu()
         return metrics_from_sums(distributed.all_reduce_sum(sums), "eval")
 
-    def save_checkpoint(self, operative_config: str) -> pathlib.Path:
-        state = {"step": self.step, "lr_schedule": self.lr_schedule.state_dict()}
-        return checkpointing.save(checkpointing.step_dir(self.workdir, self.step), self.model,
-                                  self.optimizer, state, operative_config)
+    def save_checkpoint(self, operative_config: str, logger: RunLogger) -> pathlib.Path:
+        state = {"step": self.step, "lr_schedule": self.lr_schedule.state_dict(),
+                 "wandb_run_id": logger.run_id}
+        path = self.checkpointer.save(self.step, self.model, self.optimizer, state,
+                                      operative_config)
+        blocked = self.checkpointer.blocked_s
+        if self.dist.is_main:
+            logging.info("checkpoint %s: %s (training blocked %.2f s)",
+                         "started" if self.checkpointer.async_save else "saved", path, blocked)
+        logger.log(self.step, {"checkpoint/blocked_s": blocked})
+        return path
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _stop_agreed(self) -> bool:
+        """Whether any rank was asked to stop; every rank gets the same answer."""
+        flag = torch.tensor([1.0 if self._stop_requested else 0.0])
+        return bool(distributed.all_reduce_sum(flag).item() > 0)
 
     def _step_loader(self):
         """Batches of the steps still to run, from this step on."""

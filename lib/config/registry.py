@@ -36,6 +36,11 @@ class Spec:
     renamed: Dict[str, str]
     check: Optional[Callable]
     doc: str
+    resume_sensitive: Tuple[str, ...] = ()
+
+    def changes_state(self, arg: str) -> bool:
+        """Whether changing `arg` alters shapes or data, so a checkpoint no longer fits it."""
+        return "*" in self.resume_sensitive or arg in self.resume_sensitive
 
     @property
     def summary(self) -> str:
@@ -46,7 +51,7 @@ _SPECS: Dict[str, Spec] = {}
 
 
 def configurable(caller_args: Sequence[str] = (), renamed: Optional[Dict[str, str]] = None,
-                 check: Optional[Callable] = None):
+                 check: Optional[Callable] = None, resume_sensitive: Sequence[str] = ()):
     """Registers `fn` (a function or class) with gin and with our checks.
 
     Args:
@@ -55,6 +60,8 @@ def configurable(caller_args: Sequence[str] = (), renamed: Optional[Dict[str, st
         one with a warning, so saved configs keep loading.
       check: (View) -> list of problem strings, run on the bound values before anything is built
         (see lib/config/checks.py for View).
+      resume_sensitive: parameters ("*" for all) whose change alters model shapes, tokens or the
+        data order; resuming a checkpoint after such a change needs --allow_config_change.
     """
 
     def register(fn):
@@ -70,7 +77,8 @@ def configurable(caller_args: Sequence[str] = (), renamed: Optional[Dict[str, st
                 raise TypeError(f"{fn.__name__}: renamed {old!r} -> {new!r} does not fit the "
                                 "signature")
         _SPECS[fn.__name__] = Spec(fn.__name__, fn.__module__, fn, params, tuple(caller_args),
-                                   dict(renamed or {}), check, inspect.getdoc(fn) or "")
+                                   dict(renamed or {}), check, inspect.getdoc(fn) or "",
+                                   tuple(resume_sensitive))
         return gin.configurable(denylist=list(caller_args))(fn)
 
     return register

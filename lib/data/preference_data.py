@@ -55,7 +55,7 @@ def _check(view):
         "train_files", "eval_files", "eval_fraction", "max_length", "overlength_policy")))
 
 
-@configurable(caller_args=("tokenizer",), check=_check)
+@configurable(caller_args=("tokenizer",), check=_check, resume_sensitive=("*",))
 def build_preference_data(
     tokenizer: Tokenizer,
     train_files: Sequence[str] = (),

@@ -74,7 +74,7 @@ def _check(view):
     return []
 
 
-@configurable(check=_check)
+@configurable(check=_check, resume_sensitive=("*",))
 def build_tokenizer(path: str) -> Tokenizer:
     """Loads the tokenizer of a directory.
 

@@ -48,7 +48,7 @@ def _check(view):
     return []
 
 
-@configurable(check=_check)
+@configurable(check=_check, resume_sensitive=("checkpoint_dir", "model_type"))
 def hf_reward_model(checkpoint_dir: str, model_type: str, attn_dropout: float = 0.0):
     """Builds a reward model from a local HF checkpoint directory and loads its weights.
 

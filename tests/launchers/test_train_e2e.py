@@ -112,7 +112,8 @@ def test_dataloader_workers_get_the_config_and_the_same_batches(smoke_run, tmp_p
 
 def test_checkpoint_loads_back_and_reproduces_the_logged_eval(smoke_run):
     """Rebuild the run from its saved config, load step 4, and re-evaluate."""
-    from lib import checkpointing, config, distributed
+    from lib import config, distributed
+    from lib.checkpointing import Checkpointer
     from lib.trainer import Trainer
 
     workdir, _ = smoke_run
@@ -120,10 +121,11 @@ def test_checkpoint_loads_back_and_reproduces_the_logged_eval(smoke_run):
     config.set_search_roots([REPO])
     config.load([str(ckpt / "operative_config.gin")], [], builds=BUILDS)
     dist_info = distributed.init()
-    trainer = Trainer(str(workdir / "reloaded"), dist_info)
+    reload_dir = workdir.parent / "reloaded"
+    trainer = Trainer(str(reload_dir), dist_info, Checkpointer(str(reload_dir)))
     fresh = trainer.evaluate()
-    state = checkpointing.load(ckpt, trainer.model, trainer.optimizer)
-    assert state["step"] == 4
+    trainer.restore(ckpt)
+    assert trainer.step == 4
     reloaded = trainer.evaluate()
     logged = [r for r in _metrics(workdir) if r["step"] == 4 and "eval/loss" in r][0]
     assert reloaded["eval/loss"] == pytest.approx(logged["eval/loss"], rel=1e-5)

@@ -6,7 +6,7 @@ from lib.config.registry import configurable
 from lib.models.reward import architecture_check, attach_reward_head
 
 
-@configurable(check=architecture_check("llama3_reward_model"))
+@configurable(check=architecture_check("llama3_reward_model"), resume_sensitive=("*",))
 def llama3_reward_model(
     vocab_size: int,
     num_layers: int,

@@ -4,7 +4,7 @@ from lib.config.registry import configurable
 from lib.models.reward import architecture_check, attach_reward_head
 
 
-@configurable(check=architecture_check("qwen2_reward_model"))
+@configurable(check=architecture_check("qwen2_reward_model"), resume_sensitive=("*",))
 def qwen2_reward_model(
     vocab_size: int,
     num_layers: int,

@@ -1,0 +1,144 @@
+"""One training run, from a checked config to an exit status.
+
+Start-up, in order: the process group; every rank checks it holds the same config; the workdir
+and its checkpoints (incomplete ones removed); the resume point, whose saved config is compared
+with this one; the components (which write nothing, so a bad value leaves no workdir); then
+the workdir files, the loggers, the signal handlers, and training.
+
+Exit status: 0 done; 2 a config or data problem (nothing trained); 3 a non-finite loss (the
+last good checkpoint is kept); 75 stopped by SIGTERM/SIGINT after saving a checkpoint (run the
+same command again to resume).
+"""
+
+import datetime
+import pathlib
+import shlex
+import signal
+import sys
+from typing import Optional, Sequence
+
+from absl import logging
+
+from lib import config, distributed, reporting
+from lib.checkpointing import CONFIG_FILE, Checkpointer
+from lib.config.diff import diff
+from lib.trainer import NonFiniteLossError, Preempted, Trainer
+
+EXIT_OK, EXIT_CONFIG, EXIT_NON_FINITE, EXIT_PREEMPTED = 0, 2, 3, 75
+
+
+class RunError(Exception):
+    """Stops the run with `status` after `message` is printed (on rank 0)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+def default_workdir(first_gin_file: str) -> pathlib.Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return pathlib.Path("runs", f"{pathlib.Path(first_gin_file).stem}-{stamp}").resolve()
+
+
+def run(cfg: config.LoadedConfig, workdir: Optional[str], first_gin_file: str,
+        resume_from: str = "", allow_config_change: bool = False,
+        argv: Sequence[str] = ()) -> int:
+    """Trains; returns the exit status. Raises RunError for a problem found at start-up."""
+    dist_info = distributed.init()
+    try:
+        return _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_change,
+                    argv)
+    finally:
+        distributed.shutdown()
+
+
+def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_change, argv):
+    try:
+        distributed.check_same_config(cfg.effective_text())
+        workdir = pathlib.Path(distributed.broadcast_object(
+            str(pathlib.Path(workdir).resolve()) if workdir else
+            str(default_workdir(first_gin_file))))
+        checkpointer = Checkpointer(str(workdir))
+        checkpointer.clean_up()
+        distributed.barrier()
+        resume = distributed.broadcast_object(checkpointer.resume_point(resume_from))
+        changes = _compare_configs(resume, cfg, allow_config_change) if resume else []
+        trainer = Trainer(str(workdir), dist_info, checkpointer)
+    except (ValueError, OSError) as e:
+        raise RunError(str(e), EXIT_CONFIG) from e
+
+    if dist_info.is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        _log_to_file(workdir / "train.log")
+        logging.info("workdir: %s", workdir)
+        if resume:
+            logging.info("resuming from %s", resume)
+            for change in changes:
+                logging.info("config changed since the checkpoint: %s", change)
+        else:
+            logging.info("fresh start: no checkpoint in %s", checkpointer.root)
+    state = trainer.restore(resume) if resume else {}
+    distributed.barrier()
+
+    logger = reporting.RunLogger(str(workdir), enabled=dist_info.is_main)
+    saved = cfg.saved_text()  # after every component is built
+    if dist_info.is_main:
+        (workdir / "operative_config.gin").write_text(saved)
+    logger.start(workdir.name, config.flat_config(saved),
+                 resume_step=state.get("step"), resume_run_id=state.get("wandb_run_id"))
+    if resume:
+        logger.summary({"resume/from_step": state["step"],
+                        "resume/config_changes": [str(c) for c in changes]})
+    previous = _install_stop_handlers(trainer)
+    try:
+        trainer.train(logger, saved)
+        return EXIT_OK
+    except Preempted as p:
+        command = shlex.join([sys.executable, "-m", "launchers.train", *argv[1:]])
+        if not any(a.startswith("--workdir") for a in argv):
+            command += f" --workdir={workdir}"
+        if dist_info.is_main:
+            logging.warning("stopped by a signal at step %d; checkpoint saved to %s. Resume "
+                            "with the same command (and --workdir): %s", p.step, p.path, command)
+        return EXIT_PREEMPTED
+    except NonFiniteLossError as e:
+        steps = checkpointer.complete_steps()
+        if dist_info.is_main:
+            logging.error("%s; last good checkpoint: %s", e,
+                          checkpointer.root / f"step_{steps[-1]}" if steps else "none")
+        return EXIT_NON_FINITE
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        logger.finish()
+
+
+def _compare_configs(resume: pathlib.Path, cfg, allow_config_change: bool):
+    """The differences between the checkpoint's config and this one; refuses changes that
+    alter shapes or data unless allowed."""
+    changes = diff((resume / CONFIG_FILE).read_text(), cfg.effective_text())
+    blocking = [c for c in changes if c.changes_state]
+    if blocking and not allow_config_change:
+        raise config.ConfigError(
+            [config.Problem(None, (
+                f"resuming {resume} with a config that changes the model, tokenizer, data or "
+                f"its order: {c}")) for c in blocking]
+            + [config.Problem(None, "pass --allow_config_change to resume anyway, or use a new "
+                              "--workdir for a fresh start")])
+    return changes
+
+
+def _install_stop_handlers(trainer: Trainer) -> dict:
+    """SIGTERM and SIGINT ask the trainer to checkpoint and stop at the next step boundary."""
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, lambda *_: trainer.request_stop())
+    return previous
+
+
+def _log_to_file(path: pathlib.Path) -> None:
+    import logging as pylogging
+
+    handler = pylogging.FileHandler(path)
+    handler.setFormatter(pylogging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    pylogging.getLogger().addHandler(handler)
