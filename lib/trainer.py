@@ -22,6 +22,7 @@ from lib.config.registry import configurable
 from lib.data.batching import PairSchedule, StepBatches, batch_problems, collate, eval_shard
 from lib.faults import crash_point
 from lib.losses import metric_sums, metrics_from_sums
+from lib.models.export import export_hf
 from lib.models.reward import compute_rewards
 from lib.reporting import RunLogger, format_progress
 
@@ -93,6 +94,8 @@ class Trainer:
       seed: seeds initialization and the data order (python, numpy and torch RNGs).
       num_workers: DataLoader worker processes that prepare the next steps' batches (started
         with spawn; each gets this process's config); 0 prepares them in the training loop.
+      export_hf: after the last step, also write the model as a Hugging Face directory
+        (safetensors, config.json, tokenizer files) to <workdir>/hf/.
     """
 
     def __init__(self, workdir: str, dist_info: distributed.DistInfo,
@@ -102,7 +105,7 @@ class Trainer:
                  num_steps: int, global_batch_size: int, micro_batch_size: int,
                  eval_batch_size: int = 32, eval_every: int = 0, checkpoint_every: int = 0,
                  log_every: int = 10, max_grad_norm: float = 1.0, seed: int = 0,
-                 num_workers: int = 0):
+                 num_workers: int = 0, export_hf: bool = False):
         if num_steps < 1:
             raise ValueError(f"Trainer.num_steps={num_steps} must be >= 1")
         self.workdir = pathlib.Path(workdir)
@@ -111,6 +114,7 @@ class Trainer:
         self.eval_batch_size, self.eval_every = eval_batch_size, eval_every
         self.checkpoint_every, self.log_every = checkpoint_every, log_every
         self.max_grad_norm, self.num_workers = max_grad_norm, num_workers
+        self.export_hf = export_hf
         _seed_everything(seed)
 
         self.tokenizer = tokenizer_fn()
@@ -199,6 +203,10 @@ class Trainer:
                 self.checkpointer.wait()
                 raise Preempted(self.step, path)
         self.checkpointer.wait()
+        if self.export_hf:
+            export_hf(self.model, self.tokenizer, self.workdir / "hf", self.dist.is_main)
+            if self.dist.is_main:
+                logging.info("Hugging Face export: %s", self.workdir / "hf")
         logger.summary({f"final/{k}": v for k, v in final_eval.items()})
         return final_eval
 

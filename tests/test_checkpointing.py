@@ -187,3 +187,17 @@ def test_explicit_resume_point_must_exist(straight, tmp_path):
     proc = _run(straight, "--resume_from=5")
     assert proc.returncode == 2
     assert "--resume_from=5:" in proc.stderr and "is not a complete checkpoint" in proc.stderr
+
+
+def test_resume_continues_the_same_wandb_run(tmp_path):
+    workdir = tmp_path / "w"
+    killed = _run(workdir, "--gin_bindings=RunLogger.use_wandb=True",
+                  env={"GINTUNE_CRASH_AT": "step_end:6"})
+    assert killed.returncode == -signal.SIGKILL
+    resumed = _run(workdir, "--gin_bindings=RunLogger.use_wandb=True")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    runs = sorted((workdir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2
+    run_id = json.loads((workdir / "checkpoints/step_4/trainer_state.json").read_text())[
+        "wandb_run_id"]
+    assert all(r.name.endswith(f"-{run_id}") for r in runs)

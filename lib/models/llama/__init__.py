@@ -43,4 +43,5 @@ def llama3_reward_model(
         decoder = llama3(**common)
     else:
         decoder = llama3_2(**common, scale_factor=rope_scale_factor, tie_word_embeddings=False)
+    decoder.hf_architecture = ("llama", {**common, "rope_scale_factor": rope_scale_factor})
     return attach_reward_head(decoder, embed_dim)

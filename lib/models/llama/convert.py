@@ -18,6 +18,25 @@ def architecture_from_hf(config: dict) -> dict:
         norm_eps=config.get("rms_norm_eps", 1e-5))
 
 
+def hf_config(arch: dict) -> dict:
+    """The config.json of a LlamaForSequenceClassification with this architecture (the
+    inverse of architecture_from_hf); the caller adds the token ids."""
+    scale = arch.get("rope_scale_factor")
+    return {
+        "architectures": ["LlamaForSequenceClassification"], "model_type": "llama",
+        "vocab_size": arch["vocab_size"], "num_hidden_layers": arch["num_layers"],
+        "num_attention_heads": arch["num_heads"], "num_key_value_heads": arch["num_kv_heads"],
+        "hidden_size": arch["embed_dim"], "intermediate_size": arch["intermediate_dim"],
+        "max_position_embeddings": arch["max_seq_len"], "rope_theta": arch["rope_base"],
+        "rms_norm_eps": arch["norm_eps"], "hidden_act": "silu", "attention_bias": False,
+        "mlp_bias": False, "tie_word_embeddings": False, "num_labels": 1,
+        # torchtune's Llama3ScaledRoPE constants, as in Llama 3.1/3.2 configs
+        "rope_scaling": {"rope_type": "llama3", "factor": float(scale), "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+        if scale else None,
+    }
+
+
 def hf_to_tune(state_dict: dict, config: dict) -> dict:
     from torchtune.models.convert_weights import hf_to_tune as convert
 

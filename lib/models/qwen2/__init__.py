@@ -29,8 +29,10 @@ def qwen2_reward_model(
     """
     from torchtune.models.qwen2 import qwen2
 
-    decoder = qwen2(vocab_size=vocab_size, num_layers=num_layers, num_heads=num_heads,
-                    num_kv_heads=num_kv_heads, embed_dim=embed_dim,
-                    intermediate_dim=intermediate_dim, max_seq_len=max_seq_len,
-                    attn_dropout=attn_dropout, norm_eps=norm_eps, rope_base=rope_base)
+    arch = dict(vocab_size=vocab_size, num_layers=num_layers, num_heads=num_heads,
+                num_kv_heads=num_kv_heads, embed_dim=embed_dim, intermediate_dim=intermediate_dim,
+                max_seq_len=max_seq_len, attn_dropout=attn_dropout, norm_eps=norm_eps,
+                rope_base=rope_base)
+    decoder = qwen2(**arch)
+    decoder.hf_architecture = ("qwen2", arch)
     return attach_reward_head(decoder, embed_dim)

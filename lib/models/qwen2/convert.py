@@ -13,6 +13,20 @@ def architecture_from_hf(config: dict) -> dict:
         norm_eps=config.get("rms_norm_eps", 1e-6))
 
 
+def hf_config(arch: dict) -> dict:
+    """The config.json of a Qwen2ForSequenceClassification with this architecture (the
+    inverse of architecture_from_hf); the caller adds the token ids."""
+    return {
+        "architectures": ["Qwen2ForSequenceClassification"], "model_type": "qwen2",
+        "vocab_size": arch["vocab_size"], "num_hidden_layers": arch["num_layers"],
+        "num_attention_heads": arch["num_heads"], "num_key_value_heads": arch["num_kv_heads"],
+        "hidden_size": arch["embed_dim"], "intermediate_size": arch["intermediate_dim"],
+        "max_position_embeddings": arch["max_seq_len"], "rope_theta": arch["rope_base"],
+        "rms_norm_eps": arch["norm_eps"], "hidden_act": "silu", "use_sliding_window": False,
+        "tie_word_embeddings": False, "num_labels": 1,
+    }
+
+
 def hf_to_tune(state_dict: dict, config: dict) -> dict:
     from torchtune.models.qwen2._convert_weights import qwen2_hf_to_tune
 

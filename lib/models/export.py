@@ -1,0 +1,46 @@
+"""Writing a trained reward model as a Hugging Face directory.
+
+`<dir>/model.safetensors` (the `*ForSequenceClassification` layout: `model.*` and
+`score.weight`), `config.json` (with num_labels=1 and the tokenizer's pad/bos/eos ids), and the
+tokenizer files the run used. Every rank takes part in gathering the full weights; rank 0
+writes.
+"""
+
+import json
+import pathlib
+import shutil
+
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+from lib.models.hf import FAMILIES
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "generation_config.json")
+
+
+def export_hf(model, tokenizer, directory: pathlib.Path, is_main: bool) -> None:
+    """Gathers the full state dict (a collective) and writes the HF directory on rank 0."""
+    from safetensors.torch import save_file
+
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
+                                                                cpu_offload=True))
+    if not is_main:
+        return
+    model_type, arch = model.hf_architecture
+    convert = FAMILIES[model_type][1]
+    config = {**convert.hf_config(arch), "pad_token_id": tokenizer.pad_id,
+              "bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id,
+              "torch_dtype": "float32"}
+    state = convert.tune_to_hf({k: v.contiguous() for k, v in full.items()}, config)
+    tmp = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"),
+              metadata={"format": "pt"})
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    for name in TOKENIZER_FILES:
+        if (tokenizer.path / name).exists():
+            shutil.copy(tokenizer.path / name, tmp / name)
+    if directory.exists():
+        shutil.rmtree(directory)
+    tmp.rename(directory)
