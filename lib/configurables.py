@@ -3,6 +3,6 @@
 Model builders import torchtune inside their bodies, so registering costs no torchtune import.
 """
 
-from lib import losses, optim, reporting, schedules, trainer  # noqa: F401
+from lib import checkpointing, losses, optim, parallel, reporting, schedules, trainer  # noqa: F401
 from lib.data import preference_data, tokenizer  # noqa: F401
 from lib.models import hf, llama, qwen2  # noqa: F401

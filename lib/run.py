@@ -45,6 +45,8 @@ def run(cfg: config.LoadedConfig, workdir: Optional[str], first_gin_file: str,
         argv: Sequence[str] = ()) -> int:
     """Trains; returns the exit status. Raises RunError for a problem found at start-up."""
     dist_info = distributed.init()
+    if not dist_info.is_main:  # one console: rank 0 reports, the others only their errors
+        logging.set_verbosity(logging.ERROR)
     try:
         return _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_change,
                     argv)

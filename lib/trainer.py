@@ -14,8 +14,6 @@ from typing import Callable
 import numpy as np
 import torch
 from absl import logging
-from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
 
 from lib import checkpointing, config, distributed
 from lib.config.registry import configurable
@@ -66,8 +64,8 @@ def _check(view):
 
 
 @configurable(caller_args=("workdir", "dist_info", "checkpointer"), check=_check,
-              resume_sensitive=("tokenizer_fn", "data_fn", "model_fn", "global_batch_size",
-                                "seed"))
+              resume_sensitive=("tokenizer_fn", "data_fn", "model_fn", "shard_fn",
+                                "global_batch_size", "seed"))
 class Trainer:
     """Trains a reward model on preference pairs.
 
@@ -78,6 +76,7 @@ class Trainer:
       tokenizer_fn: () -> Tokenizer (e.g. @build_tokenizer).
       data_fn: (tokenizer) -> PreferenceData (e.g. @build_preference_data).
       model_fn: () -> torchtune decoder with a reward head (e.g. @llama3_reward_model).
+      shard_fn: (model, dist_info) -> the model wrapped for training (e.g. @fsdp).
       optimizer_fn: (model) -> optimizer (e.g. @build_adamw).
       lr_schedule_fn: (optimizer, num_steps) -> LR scheduler (e.g. @build_lr_schedule).
       loss_fn: (chosen, rejected, margin) -> per-pair loss (e.g. @build_bradley_terry_loss()).
@@ -101,7 +100,8 @@ class Trainer:
     def __init__(self, workdir: str, dist_info: distributed.DistInfo,
                  checkpointer: checkpointing.Checkpointer, *,
                  tokenizer_fn: Callable, data_fn: Callable, model_fn: Callable,
-                 optimizer_fn: Callable, lr_schedule_fn: Callable, loss_fn: Callable,
+                 shard_fn: Callable, optimizer_fn: Callable, lr_schedule_fn: Callable,
+                 loss_fn: Callable,
                  num_steps: int, global_batch_size: int, micro_batch_size: int,
                  eval_batch_size: int = 32, eval_every: int = 0, checkpoint_every: int = 0,
                  log_every: int = 10, max_grad_norm: float = 1.0, seed: int = 0,
@@ -133,7 +133,7 @@ class Trainer:
             raise ValueError(f"the tokenizer has {self.tokenizer.vocab_size} ids but the model "
                              f"embeds only {vocab}; raise the model's vocab_size")
         self.num_params = sum(p.numel() for p in model.parameters())
-        self.model = _shard(model, dist_info)
+        self.model = shard_fn(model, dist_info)
         self.optimizer = optimizer_fn(self.model)
         self.lr_schedule = lr_schedule_fn(self.optimizer, num_steps)
         self.loss_fn = loss_fn
@@ -292,15 +292,6 @@ class Trainer:
         metrics.update({"train/lr": lr, "train/grad_norm": grad_norm,
                         "train/tokens_per_s": float(reduced[8]) / max(elapsed, 1e-9)})
         return metrics
-
-
-def _shard(model, dist_info):
-    """FSDP2 at every world size: each transformer block, then the root."""
-    mesh = init_device_mesh(dist_info.device.type, (dist_info.world_size,))
-    model.to(dist_info.device)
-    for layer in model.layers:
-        fully_shard(layer, mesh=mesh)
-    return fully_shard(model, mesh=mesh)
 
 
 def _clip(model, max_norm: float) -> torch.Tensor:

@@ -23,6 +23,14 @@ def clean_gin():
     gin_config.reset()
 
 
+def where(relative_path: str, line_start: str) -> str:
+    """'gin/x.gin:N' for the line of a shipped file that starts with `line_start`, so tests of
+    provenance do not hard-code line numbers."""
+    lines = (REPO / relative_path).read_text().splitlines()
+    (n,) = [i for i, line in enumerate(lines, start=1) if line.startswith(line_start)]
+    return f"{relative_path}:{n}"
+
+
 @pytest.fixture
 def search_roots():
     """The repository root as the only search root, restored after the test."""

@@ -21,7 +21,7 @@ from lib.config.values import Macro, Ref
 ALLOWED_IMPORTS = frozenset({
     "lib.configurables", "lib.trainer", "lib.optim", "lib.schedules", "lib.losses",
     "lib.reporting", "lib.data.preference_data", "lib.data.tokenizer", "lib.models.hf",
-    "lib.models.llama", "lib.models.qwen2",
+    "lib.models.llama", "lib.models.qwen2", "lib.parallel", "lib.checkpointing",
 })
 
 

@@ -13,6 +13,10 @@ from lib.config import ConfigError, resolve_path
 from lib.config.registry import configurable
 
 
+# Tokens some tokenizers reserve for padding (Llama 3.1+ has the first).
+RESERVED_PAD_TOKENS = ("<|finetune_right_pad_id|>", "<|pad|>", "<pad>")
+
+
 class Tokenizer:
     """Encodes text to ids; renders conversations with the directory's chat template."""
 
@@ -37,13 +41,20 @@ class Tokenizer:
         self._bos_text = self._tt.tokenizer.id_to_token(self.bos_id)
 
     def _pad_id(self) -> int:
+        """The configured pad token unless it is EOS, else a reserved pad token, else EOS.
+
+        Our own models never read or attend to padding, so any id would do for training; the
+        choice matters for an HF export, whose classifier reads the score at the last token
+        that is not `pad_token_id`: with pad == EOS it would read one token early.
+        """
         pad = self.config.get("pad_token")
         if isinstance(pad, dict):
             pad = pad.get("content")
-        pad_id = self._tt.tokenizer.token_to_id(pad) if isinstance(pad, str) else None
-        # Padded positions are never attended to nor read, so any id is safe; EOS is the
-        # conventional fallback for tokenizers that define no pad token (Llama 3).
-        return self.eos_id if pad_id is None else pad_id
+        for name in (pad if isinstance(pad, str) else None, *RESERVED_PAD_TOKENS):
+            token_id = self._tt.tokenizer.token_to_id(name) if name else None
+            if token_id is not None and token_id != self.eos_id:
+                return token_id
+        return self.eos_id
 
     def encode(self, text: str, add_bos: bool, add_eos: bool) -> List[int]:
         if add_bos and self._bos_text and text.startswith(self._bos_text):

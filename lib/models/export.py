@@ -10,6 +10,7 @@ import json
 import pathlib
 import shutil
 
+from absl import logging
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from lib.models.hf import FAMILIES
@@ -26,6 +27,10 @@ def export_hf(model, tokenizer, directory: pathlib.Path, is_main: bool) -> None:
                                                                 cpu_offload=True))
     if not is_main:
         return
+    if tokenizer.pad_id == tokenizer.eos_id:
+        logging.warning("the tokenizer's pad id is its EOS id: transformers' classifier will "
+                        "read the score one token before EOS; add a pad token to %s",
+                        tokenizer.path)
     model_type, arch = model.hf_architecture
     convert = FAMILIES[model_type][1]
     config = {**convert.hf_config(arch), "pad_token_id": tokenizer.pad_id,

@@ -1,0 +1,32 @@
+#!/bin/bash
+# Multi-node training on SLURM: one torchrun per node, joined by torchrun's own c10d
+# rendezvous on the first node. Everything after the script name goes to launchers.train:
+#
+#   sbatch --nodes=2 launchers/slurm_train.sh \
+#     --gin_file=gin/experiments/llama3_2_1b_reward.gin \
+#     --gin_bindings="hf_checkpoint_dir='/models/Llama-3.2-1B-Instruct'" \
+#     --gin_bindings="train_files=['/data/train.jsonl']" --gin_bindings="eval_files=['/data/eval.jsonl']"
+#
+# The workdir is named after the job id, so a requeued job (same id) resumes from its newest
+# checkpoint. SLURM sends SIGTERM two minutes before the time limit; each rank then saves a
+# checkpoint at the next step boundary and stops (exit status 75).
+#SBATCH --job-name=gintune
+#SBATCH --nodes=2
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node=8
+#SBATCH --cpus-per-task=32
+#SBATCH --time=24:00:00
+#SBATCH --signal=TERM@120
+#SBATCH --requeue
+#SBATCH --output=%x-%j.out
+set -euo pipefail
+
+GPUS_PER_NODE=${GPUS_PER_NODE:-8}
+WORKDIR=${WORKDIR:-runs/${SLURM_JOB_NAME}-${SLURM_JOB_ID}}
+HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+cd "$(dirname "$(readlink -f "$0")")/.."
+
+srun --kill-on-bad-exit=1 .venv/bin/torchrun \
+  --nnodes="$SLURM_NNODES" --nproc_per_node="$GPUS_PER_NODE" \
+  --rdzv_backend=c10d --rdzv_endpoint="$HEAD_NODE:29500" --rdzv_id="$SLURM_JOB_ID" \
+  -m launchers.train --workdir="$WORKDIR" "$@"

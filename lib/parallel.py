@@ -1,0 +1,65 @@
+"""Wrapping a model for training: FSDP2 at every world size, and the GPU options.
+
+One code path from a laptop CPU (world size 1, gloo) to many GPUs (nccl): activation
+checkpointing and torch.compile are applied per transformer block, then `fully_shard` shards
+each block and finally the root (torchtitan's and torchtune's order).
+"""
+
+import torch
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+
+from lib.config.registry import configurable
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _check(view):
+    problems = []
+    dtype = view.get("fsdp", "param_dtype")
+    if dtype not in DTYPES:
+        problems.append(("param_dtype", f"param_dtype={dtype!r}; valid: {', '.join(DTYPES)}"))
+    if view.get("fsdp", "cpu_offload") and not torch.cuda.is_available():
+        problems.append(("cpu_offload", "cpu_offload=True moves parameters from a GPU to the "
+                         "CPU; there is no GPU here (it is for GPU runs that do not fit)"))
+    return problems
+
+
+@configurable(caller_args=("model", "dist_info"), check=_check)
+def fsdp(model: torch.nn.Module, dist_info, param_dtype: str = "float32",
+         activation_checkpointing: bool = False, compile_blocks: bool = False,
+         cpu_offload: bool = False, reshard_after_forward: bool = True) -> torch.nn.Module:
+    """Shards `model` with FSDP2 over all ranks, block by block, then the root.
+
+    Args:
+      model: passed by the Trainer (a torchtune decoder, on CPU, identical on every rank).
+      dist_info: passed by the Trainer.
+      param_dtype: "bfloat16" computes in bf16 with fp32 master weights, fp32 gradient
+        reduction and an fp32 loss; "float32" (default) does everything in fp32.
+      activation_checkpointing: recompute each block's activations in backward instead of
+        storing them (less memory, about a third more compute).
+      compile_blocks: torch.compile each transformer block (the first steps pay compile time;
+        sequence lengths vary, so shapes are compiled dynamically).
+      cpu_offload: keep sharded parameters, gradients and optimizer state in CPU memory (GPU
+        only), for models that do not fit otherwise.
+      reshard_after_forward: free gathered parameters after each block's forward (less
+        memory) instead of keeping them for backward (less communication).
+    """
+    mesh = init_device_mesh(dist_info.device.type, (dist_info.world_size,))
+    model.to(dist_info.device)
+    if activation_checkpointing:
+        from torchtune.modules import TransformerSelfAttentionLayer
+        from torchtune.training import set_activation_checkpointing
+
+        set_activation_checkpointing(model, auto_wrap_policy={TransformerSelfAttentionLayer})
+    if compile_blocks:
+        for layer in model.layers:
+            layer.compile(dynamic=True)
+    options = dict(mesh=mesh, reshard_after_forward=reshard_after_forward,
+                   mp_policy=MixedPrecisionPolicy(param_dtype=DTYPES[param_dtype],
+                                                  reduce_dtype=torch.float32))
+    if cpu_offload:
+        options["offload_policy"] = CPUOffloadPolicy()
+    for layer in model.layers:
+        fully_shard(layer, **options)
+    return fully_shard(model, **options)

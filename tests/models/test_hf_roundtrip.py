@@ -1,0 +1,96 @@
+"""transformers-made checkpoint -> our training -> our export -> transformers scores match ours.
+
+Tiny Llama 3.2-style (scaled RoPE) and Qwen2.5-style (tied embeddings, q/k/v biases)
+checkpoints are created by transformers itself, base and *ForSequenceClassification.
+"""
+
+import json
+import shutil
+
+import pytest
+import torch
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+from lib.data.batching import collate
+from lib.data.encoding import encode_pairs
+from lib.data.sources import read_pairs
+from lib.data.tokenizer import Tokenizer
+from lib.models.hf import FAMILIES, hf_reward_model
+from lib.models.reward import compute_rewards
+from tests.conftest import DEMO, run_launcher
+
+transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.slow
+
+COMMON = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+              pad_token_id=2, bos_token_id=0, eos_token_id=1, num_labels=1)
+CHECKPOINTS = {
+    "llama-base": ("llama", transformers.LlamaConfig, transformers.LlamaForCausalLM, dict(
+        rope_theta=500000.0, rope_scaling={"rope_type": "llama3", "factor": 32.0,
+                                           "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                           "original_max_position_embeddings": 8192})),
+    "qwen2-classifier": ("qwen2", transformers.Qwen2Config,
+                         transformers.Qwen2ForSequenceClassification,
+                         dict(rope_theta=1000000.0, tie_word_embeddings=True)),
+}
+
+
+def _make(name, directory):
+    family, config_cls, model_cls, extra = CHECKPOINTS[name]
+    torch.manual_seed(0)
+    model = model_cls(config_cls(**COMMON, **extra))
+    model.save_pretrained(directory, safe_serialization=True)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(DEMO / f, directory / f)
+    return family, model
+
+
+def _batch(directory):
+    tok = Tokenizer(directory)
+    pairs, _ = encode_pairs(read_pairs(DEMO / "eval.jsonl")[:6], tok, 128, "error")
+    b = collate(pairs, tok.pad_id)
+    return b["tokens"], b["attention_mask"]
+
+
+@torch.no_grad()
+def test_a_classifier_checkpoint_loads_with_the_same_scores(tmp_path):
+    family, hf_model = _make("qwen2-classifier", tmp_path)
+    tokens, mask = _batch(tmp_path)
+    ours = compute_rewards(hf_reward_model.__wrapped__(str(tmp_path), family).eval(), tokens,
+                           mask, right_padded=True)
+    theirs = hf_model.eval()(input_ids=tokens, attention_mask=mask.long()).logits[:, 0]
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(CHECKPOINTS))
+@torch.no_grad()
+def test_train_from_transformers_checkpoint_and_export_back(tmp_path, name):
+    source = tmp_path / "source"
+    family, _ = _make(name, source)
+    experiment = {"llama": "llama3_2_1b", "qwen2": "qwen2_5_0_5b"}[family]
+    workdir = tmp_path / "run"
+    proc = run_launcher([
+        f"--gin_file=gin/experiments/{experiment}_reward.gin", "--gin_file=gin/debug/smoke.gin",
+        f"--gin_bindings=hf_checkpoint_dir='{source}'",
+        f"--gin_bindings=train_files=['{DEMO / 'train.jsonl'}']",
+        f"--gin_bindings=eval_files=['{DEMO / 'eval.jsonl'}']",
+        "--gin_bindings=lr=1e-3", "--gin_bindings=Trainer.export_hf=True",
+        "--gin_bindings=RunLogger.use_wandb=False", f"--workdir={workdir}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    export = workdir / "hf"
+    config = json.loads((export / "config.json").read_text())
+    assert config["model_type"] == family and config["num_labels"] == 1
+
+    dcp_to_torch_save(str(workdir / "checkpoints" / "step_4"), str(tmp_path / "c.pt"))
+    build, convert = FAMILIES[family]
+    trained = build.__wrapped__(**convert.architecture_from_hf(
+        json.loads((source / "config.json").read_text())))
+    trained.load_state_dict(torch.load(tmp_path / "c.pt", weights_only=False)["model"])
+    tokens, mask = _batch(export)
+    ours = compute_rewards(trained.eval(), tokens, mask, right_padded=True)
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(str(export)).eval()
+    theirs = hf(input_ids=tokens, attention_mask=mask.long()).logits[:, 0]
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)
+    before = hf_reward_model.__wrapped__(str(source), family).eval()
+    assert not torch.allclose(compute_rewards(before, tokens, mask, right_padded=True), ours)

@@ -1,0 +1,36 @@
+"""The GPU options of the FSDP wrapper run on CPU where torch supports them."""
+
+import json
+
+import pytest
+
+from tests.conftest import run_launcher
+
+pytestmark = pytest.mark.slow
+
+SMOKE = ["--gin_file=gin/reward.gin", "--gin_file=gin/debug/smoke.gin",
+         "--gin_bindings=RunLogger.use_wandb=False"]
+EXPECTED_LOSS_AT_4 = 0.6334946751594543  # tests/launchers/expected_smoke_losses.json
+
+
+def _final_train_loss(workdir):
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [r["train/loss"] for r in records if "train/loss" in r][-1]
+
+
+@pytest.mark.parametrize("binding, rel", [
+    ("fsdp.activation_checkpointing=True", 1e-5),  # recomputes the same activations
+    ("fsdp.param_dtype='bfloat16'", 2e-2),         # bf16 compute, fp32 master weights
+    ("fsdp.compile_blocks=True", 1e-4),            # inductor on CPU (a minute of compiling)
+    ("fsdp.reshard_after_forward=False", 1e-5),
+])
+def test_option_runs_on_cpu_and_trains_alike(tmp_path, binding, rel):
+    proc = run_launcher([*SMOKE, f"--gin_bindings={binding}", f"--workdir={tmp_path / 'w'}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _final_train_loss(tmp_path / "w") == pytest.approx(EXPECTED_LOSS_AT_4, rel=rel)
+
+
+def test_cpu_offload_is_refused_without_a_gpu(tmp_path):
+    proc = run_launcher([*SMOKE, "--gin_bindings=fsdp.cpu_offload=True", "--validate_only"])
+    assert proc.returncode == 2
+    assert "fsdp: cpu_offload=True moves parameters from a GPU to the CPU" in proc.stderr
