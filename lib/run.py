@@ -12,14 +12,12 @@ same command again to resume).
 
 import datetime
 import pathlib
-import shlex
 import signal
-import sys
 from typing import Optional, Sequence
 
 from absl import logging
 
-from lib import config, distributed, reporting
+from lib import config, distributed, reporting, run_info
 from lib.checkpointing import CONFIG_FILE, Checkpointer
 from lib.config.diff import diff
 from lib.trainer import NonFiniteLossError, Preempted, Trainer
@@ -73,6 +71,8 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
         workdir.mkdir(parents=True, exist_ok=True)
         _log_to_file(workdir / "train.log")
         logging.info("workdir: %s", workdir)
+        run_info.write(workdir / "run_info.json",
+                       run_info.collect(argv, dist_info.world_size, config.REPO_ROOT))
         if resume:
             logging.info("resuming from %s", resume)
             for change in changes:
@@ -96,7 +96,7 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
         trainer.train(logger, saved)
         return EXIT_OK
     except Preempted as p:
-        command = shlex.join([sys.executable, "-m", "launchers.train", *argv[1:]])
+        command = run_info.command(argv)
         if not any(a.startswith("--workdir") for a in argv):
             command += f" --workdir={workdir}"
         if dist_info.is_main:

@@ -1,0 +1,54 @@
+"""The config difference between two runs or two checkpoints, with where each value came from.
+
+    python -m launchers.diff runs/a runs/b
+    python -m launchers.diff runs/a/checkpoints/step_100 runs/a/checkpoints/step_200
+
+Each argument is a folder holding operative_config.gin (a run or a checkpoint) or the file.
+"""
+
+import pathlib
+import sys
+
+from absl import app
+
+
+def diff_text(a: pathlib.Path, b: pathlib.Path) -> str:
+    from lib.runs import read_config
+
+    (va, wa), (vb, wb) = (read_config(_config_file(p).read_text()) for p in (a, b))
+    lines = [f"--- {a}", f"+++ {b}"]
+    for key in sorted(set(va) | set(vb)):
+        if key in va and key in vb and va[key] == vb[key]:
+            continue
+        lines.append(f"{key}:")
+        lines.append(f"  - {_side(va, wa, key)}")
+        lines.append(f"  + {_side(vb, wb, key)}")
+    if len(lines) == 2:
+        lines.append("(the same config)")
+    return "\n".join(lines)
+
+
+def _config_file(path: pathlib.Path) -> pathlib.Path:
+    return path if path.is_file() else path / "operative_config.gin"
+
+
+def _side(values, where, key) -> str:
+    if key not in values:
+        return "(absent)"
+    return f"{values[key]!r}  # {where.get(key) or 'unknown'}"
+
+
+def main(argv):
+    if len(argv) != 3:
+        raise app.UsageError("give two runs or checkpoints")
+    a, b = (pathlib.Path(p) for p in argv[1:])
+    for p in (a, b):
+        if not _config_file(p).is_file():
+            print(f"error: {p}: no operative_config.gin", file=sys.stderr)
+            return 2
+    print(diff_text(a, b))
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,76 @@
+"""What it takes to relaunch a run exactly, written to `<workdir>/run_info.json`.
+
+The exact command line and working directory, the git commit of the code and whether the tree
+was dirty (with the changed paths), the versions of Python and of the packages that affect
+numerics, the world size, and the start time. With `operative_config.gin` beside it:
+
+    python -m launchers.train --gin_file=<workdir>/operative_config.gin --workdir=<new workdir>
+"""
+
+import datetime
+import importlib.metadata
+import json
+import os
+import pathlib
+import platform
+import shlex
+import subprocess
+import sys
+from typing import Optional, Sequence
+
+PACKAGES = ("torch", "torchtune", "torchao", "gin-config", "wandb", "absl-py", "numpy",
+            "tokenizers", "safetensors", "pyarrow", "gintune")
+
+
+def command(argv: Sequence[str]) -> str:
+    """The command line that started this run, as one would type it again (torchrun included
+    when the run was launched with it)."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        launcher = ["torchrun", f"--nnodes={os.environ.get('GROUP_WORLD_SIZE', 1)}",
+                    f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', 1)}"]
+    else:
+        launcher = [sys.executable]
+    return shlex.join([*launcher, "-m", "launchers.train", *argv[1:]])
+
+
+def collect(argv: Sequence[str], world_size: int, repo: pathlib.Path) -> dict:
+    return {
+        "command": command(argv),
+        "argv": list(argv),
+        "cwd": os.getcwd(),
+        "world_size": world_size,
+        "launched_with_torchrun": "TORCHELASTIC_RUN_ID" in os.environ,
+        "git": git_state(repo),
+        "python": platform.python_version(),
+        "packages": {p: _version(p) for p in PACKAGES},
+        "hostname": platform.node(),
+        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+def write(path: pathlib.Path, info: dict) -> None:
+    path.write_text(json.dumps(info, indent=2) + "\n")
+
+
+def git_state(repo: pathlib.Path) -> Optional[dict]:
+    """{'commit', 'dirty', 'changed'} of the repository holding the code, or None."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                              timeout=10)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return None
+        changed = git("status", "--porcelain").stdout.splitlines()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return {"commit": head.stdout.strip(), "dirty": bool(changed),
+            "changed": [line[3:] for line in changed[:50]]}
+
+
+def _version(package: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
