@@ -8,6 +8,7 @@ included.
 
 import pathlib
 import random
+import statistics
 import time
 from typing import Callable
 
@@ -171,25 +172,31 @@ class Trainer:
         logger.summary({**self.data.stats(), "model/parameters": self.num_params,
                         "world_size": self.dist.world_size})
         sums, tokens, t0, start = None, 0, time.perf_counter(), time.perf_counter()
+        step_times = []  # wall seconds of each step since the last report, data included
         first_step, final_eval = self.step, {}
         if self.step >= self.num_steps and self.dist.is_main:
             logging.info("nothing to train: the checkpoint is at step %d of %d", self.step,
                          self.num_steps)
         batches = iter(self._step_loader())
         while self.step < self.num_steps:
+            t_step = time.perf_counter()
             step_sums, step_tokens, lr = self.train_step(next(batches))
             self.step += 1
+            step_times.append(time.perf_counter() - t_step)
+            if self.step == first_step + 1:
+                logger.summary({"startup/first_step_s": round(_seconds_since_start(), 3)})
             sums = step_sums if sums is None else sums + step_sums
             tokens += step_tokens
             last = self.step == self.num_steps
             if self.step % self.log_every == 0 or last:
                 metrics = self._train_metrics(sums, tokens, time.perf_counter() - t0, lr)
+                metrics["train/step_s_median"] = statistics.median(step_times)
                 eta = ((time.perf_counter() - start) / (self.step - first_step)
                        * (self.num_steps - self.step))
                 if self.dist.is_main:
                     logging.info(format_progress(self.step, self.num_steps, metrics, eta))
                 logger.log(self.step, metrics)
-                sums, tokens, t0 = None, 0, time.perf_counter()
+                sums, tokens, t0, step_times = None, 0, time.perf_counter(), []
             if _due(self.step, self.eval_every, last):
                 final_eval = self.evaluate()
                 if self.dist.is_main:
@@ -290,6 +297,7 @@ class Trainer:
         reduced = distributed.all_reduce_sum(torch.cat([sums[:8], torch.tensor([tokens])]))
         metrics = metrics_from_sums(reduced[:8], "train")
         metrics.update({"train/lr": lr, "train/grad_norm": grad_norm,
+                        "train/tokens": int(reduced[8]),
                         "train/tokens_per_s": float(reduced[8]) / max(elapsed, 1e-9)})
         return metrics
 
@@ -300,6 +308,13 @@ def _clip(model, max_norm: float) -> torch.Tensor:
     if hasattr(norm, "full_tensor"):
         norm = norm.full_tensor()
     return norm.detach().float()
+
+
+def _seconds_since_start() -> float:
+    """Seconds since this process started (imports included)."""
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
 
 
 def _seed_everything(seed: int) -> None:

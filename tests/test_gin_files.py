@@ -11,7 +11,8 @@ GIN_DIR = pathlib.Path(__file__).resolve().parent.parent / "gin"
 GIN_FILES = sorted(GIN_DIR.rglob("*.gin"))
 # Runnable configs; the layers they include (base/, tasks/, models/) are checked through them,
 # and overlays (debug/) are checked applied after gin/reward.gin.
-COMPLETE = sorted(GIN_DIR.glob("*.gin")) + sorted((GIN_DIR / "experiments").glob("*.gin"))
+COMPLETE = sorted(GIN_DIR.glob("*.gin")) + sorted((GIN_DIR / "experiments").glob("*.gin")) + \
+    sorted((GIN_DIR / "benchmarks").glob("*.gin"))
 OVERLAYS = sorted((GIN_DIR / "debug").glob("*.gin"))
 
 

@@ -65,12 +65,14 @@ def test_metrics_and_progress_are_reported(smoke_run):
     evals = [r for r in records if "eval/accuracy" in r]
     assert [r["step"] for r in train] == [2, 4] and [r["step"] for r in evals] == [2, 4]
     for key in ("train/accuracy", "train/tie_rate", "train/margin", "train/reward_chosen",
-                "train/reward_rejected", "train/reward_std", "train/tokens_per_s", "train/lr"):
+                "train/reward_rejected", "train/reward_std", "train/tokens_per_s", "train/lr",
+                "train/tokens", "train/step_s_median", "train/grad_norm"):
         assert key in train[0]
     assert evals[-1]["eval/pairs"] == 400
     assert "step 4/4 | loss" in proc.stderr and "tok/s" in proc.stderr and "eta" in proc.stderr
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["data/train/kept"] == 3000 and summary["data/eval/over_length"] == 0
+    assert 0 < summary["startup/first_step_s"] < 120
 
 
 def test_debug_run_is_deterministic_and_matches_stored_losses(smoke_run, tmp_path):

@@ -1,0 +1,233 @@
+"""Reward-model training throughput, three ways side by side in one run, with ratios.
+
+    python -m benchmarks.reward_throughput            # CPU preset (about 10 minutes here)
+    python -m benchmarks.reward_throughput --preset=gpu
+
+(a) our launcher (`python -m launchers.train`, gin/benchmarks/reward.gin), eager and with
+    fsdp.compile_blocks=True;
+(b) a minimal hand-written loop over the same torchtune model, loss, optimizer and batches
+    (benchmarks/handwritten_loop.py): the practical ceiling;
+(c) TRL's RewardTrainer on the same architecture through transformers, at TRL's defaults, when
+    trl is installed (benchmarks/trl_reward.py).
+Each runs in its own process, one at a time. Reported: steady-state tokens/s (non-pad tokens of
+chosen + rejected, after the warm-up steps), median step time, peak RSS of the process, and for
+(a) the time from process start to the first optimizer step. Then: the wall time of the
+config-only commands, throughput against sequence length and batch size, and checkpoint save
+time (sync and async) against the disk's sequential write speed.
+"""
+
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+from benchmarks import data
+
+flags.DEFINE_enum("preset", "cpu", ["cpu", "gpu"], "cpu: 4 layers x 256, 40 steps; gpu: a "
+                  "1B-class model (Llama 3.2 1B shape) in bf16 with compile.")
+flags.DEFINE_integer("steps", 30, "optimizer steps per measured run (a multiple of 10)")
+flags.DEFINE_integer("warmup", 10, "steps left out of the steady state (a multiple of 10)")
+flags.DEFINE_integer("repeats", 2, "runs of (a) and (b), interleaved; the median is reported")
+flags.DEFINE_bool("scaling", True, "also measure sequence-length and batch-size scaling")
+flags.DEFINE_bool("checkpoints", True, "also measure checkpoint save time")
+FLAGS = flags.FLAGS
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def run_measured(cmd, env=None):
+    """Runs cmd to completion; returns (stdout, stderr, returncode, peak RSS in MB, wall s).
+
+    The peak RSS is this child's own (os.wait4), not the running maximum over all children.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=err,
+                                env={**os.environ, **(env or {})})
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return out.read(), err.read(), proc.returncode, usage.ru_maxrss / 1024, wall
+
+
+def steady(step_s, tokens, warmup):
+    s, t = step_s[warmup:], tokens[warmup:]
+    return {"tokens_per_s": sum(t) / sum(s), "step_ms_median": 1000 * statistics.median(s)}
+
+
+def launcher_run(workdir, files, steps, warmup, *bindings):
+    cmd = [PY, "-m", "launchers.train", "--gin_file=gin/benchmarks/reward.gin",
+           f"--gin_bindings=train_files=['{files['train']}']",
+           f"--gin_bindings=eval_files=['{files['eval']}']",
+           f"--gin_bindings=Trainer.num_steps={steps}", f"--workdir={workdir}",
+           *(f"--gin_bindings={b}" for b in bindings)]
+    out, err, rc, peak, wall = run_measured(cmd, env={"WANDB_MODE": "offline"})
+    if rc != 0:
+        raise RuntimeError(f"launcher failed:\n{err[-3000:]}")
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    # One report per 10 steps: its token count, tokens/s and median step time.
+    windows = [r for r in records if "train/loss" in r and r["step"] - 10 >= warmup]
+    seconds = sum(r["train/tokens"] / r["train/tokens_per_s"] for r in windows)
+    summary = json.loads((workdir / "summary.json").read_text())
+    return {"tokens_per_s": sum(r["train/tokens"] for r in windows) / seconds,
+            "step_ms_median": 1000 * statistics.median(r["train/step_s_median"]
+                                                        for r in windows),
+            "peak_rss_mb": peak, "first_step_s": summary["startup/first_step_s"],
+            "wall_s": wall}, records
+
+
+def handwritten_run(files, steps, warmup, compile_blocks=False, **shape):
+    cmd = [PY, "-m", "benchmarks.handwritten_loop", f"--data={files['train']}",
+           f"--steps={steps}", *(f"--{k}={v}" for k, v in shape.items())]
+    if compile_blocks:
+        cmd.append("--compile")
+    out, err, rc, peak, wall = run_measured(cmd)
+    if rc != 0:
+        raise RuntimeError(f"hand-written loop failed:\n{err[-3000:]}")
+    res = json.loads(out.strip().splitlines()[-1])
+    result = steady(res["step_s"], res["tokens"], warmup)
+    result.update(peak_rss_mb=peak, wall_s=wall)
+    return result
+
+
+def trl_run(files, steps, warmup):
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        return None
+    out, err, rc, peak, wall = run_measured(
+        [PY, "-m", "benchmarks.trl_reward", f"--data={files['train']}", f"--steps={steps}"])
+    if rc != 0:
+        return {"error": err[-2000:]}
+    res = json.loads(out.strip().splitlines()[-1])
+    result = steady(res["step_s"], res["tokens"], warmup)
+    result.update(peak_rss_mb=peak, wall_s=wall, gradient_checkpointing=res["gc"])
+    return result
+
+
+def config_only_times():
+    out = {}
+    for name, cmd in {
+        "validate_only": [PY, "-m", "launchers.train", "--gin_file=gin/reward.gin",
+                          "--validate_only"],
+        "configurables": [PY, "-m", "launchers.configurables"],
+    }.items():
+        walls = [run_measured(cmd)[4] for _ in range(3)]
+        out[name] = statistics.median(walls)
+    probe = ("import time,sys; t=time.perf_counter(); import torchtune; "
+             "print(time.perf_counter()-t)")
+    out["import_torchtune_alone"] = float(subprocess.run([PY, "-c", probe], capture_output=True,
+                                                         text=True).stdout.strip())
+    return out
+
+
+def disk_write_mb_s(directory, size_mb=256):
+    path = pathlib.Path(directory) / "ddtest"
+    block = os.urandom(1 << 20)
+    t0 = time.perf_counter()
+    with open(path, "wb") as f:
+        for _ in range(size_mb):
+            f.write(block)
+        f.flush()
+        os.fsync(f.fileno())
+    speed = size_mb / (time.perf_counter() - t0)
+    path.unlink()
+    return speed
+
+
+def checkpoint_times(tmp, files):
+    result = {"disk_write_mb_s": disk_write_mb_s(tmp)}
+    for mode in ("sync", "async"):
+        workdir = tmp / f"ckpt_{mode}"
+        _, records = launcher_run(workdir, files, 20, 10, "Trainer.checkpoint_every=4",
+                                  "Checkpointer.keep_last=0",
+                                  f"Checkpointer.async_save={mode == 'async'}")
+        blocked = [r["checkpoint/blocked_s"] for r in records if "checkpoint/blocked_s" in r]
+        size_mb = sum(f.stat().st_size for f in (workdir / "checkpoints" / "step_20").rglob("*")
+                      if f.is_file()) / 2 ** 20
+        result[mode] = {"blocked_s_median": statistics.median(blocked[1:] or blocked),
+                        "checkpoint_mb": size_mb}
+    return result
+
+
+def main(argv):
+    if FLAGS.preset == "gpu":
+        raise app.UsageError("the gpu preset runs only on a machine with CUDA; see the README")
+    steps, warmup = FLAGS.steps, FLAGS.warmup
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="gintune-bench-"))
+    files = {"train": data.make(tmp / "train", 2000, seed=0),
+             "eval": data.make(tmp / "eval", 64, seed=1)}
+    report = {"machine": _machine(), "steps": steps, "warmup": warmup}
+    print(f"data in {tmp}; {steps} steps, first {warmup} left out", file=sys.stderr)
+
+    a_runs, b_runs = [], []
+    for i in range(FLAGS.repeats):  # interleaved, so drifts in machine speed hit both alike
+        b_runs.append(handwritten_run(files, steps, warmup))
+        a_runs.append(launcher_run(tmp / f"a{i}", files, steps, warmup)[0])
+    report["b_handwritten"], report["a_launcher"] = _median(b_runs), _median(a_runs)
+    report["b_handwritten_compiled"] = handwritten_run(files, steps, warmup, compile_blocks=True)
+    report["a_launcher_compiled"], _ = launcher_run(tmp / "ac", files, steps, warmup,
+                                                    "fsdp.compile_blocks=True")
+    report["c_trl"] = trl_run(files, steps, warmup)
+    a, b = report["a_launcher"], report["b_handwritten"]
+    report["ratios"] = {
+        "a/b tokens_per_s (target >= 0.97)": a["tokens_per_s"] / b["tokens_per_s"],
+        "a/b peak_rss (target <= 1.1)": a["peak_rss_mb"] / b["peak_rss_mb"],
+        "a compiled / b eager tokens_per_s (target >= 1.10)":
+            report["a_launcher_compiled"]["tokens_per_s"] / b["tokens_per_s"],
+        "b compiled / b eager tokens_per_s":
+            report["b_handwritten_compiled"]["tokens_per_s"] / b["tokens_per_s"],
+    }
+    c = report["c_trl"]
+    if c and "tokens_per_s" in c:
+        report["ratios"]["a/c tokens_per_s (target > 1)"] = a["tokens_per_s"] / c["tokens_per_s"]
+    report["config_only_wall_s"] = config_only_times()
+    if FLAGS.scaling:
+        report["scaling"] = scaling(tmp, files, steps, warmup)
+    if FLAGS.checkpoints:
+        report["checkpoint"] = checkpoint_times(tmp, files)
+    print(json.dumps(report, indent=2))
+
+
+def _median(runs):
+    out = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    out["repeats"] = {k: [round(r[k], 1) for r in runs] for k in ("tokens_per_s", "peak_rss_mb")}
+    return out
+
+
+def scaling(tmp, files, steps, warmup):
+    out = {"seq_len": {}, "batch_size": {}}
+    for words, label in ((25, "~64"), (60, "~128"), (140, "~256")):
+        fixed = {"train": data.make(tmp / f"len{words}", 800, words, words, seed=2),
+                 "eval": files["eval"]}
+        res, _ = launcher_run(tmp / f"seq{words}", fixed, 20, 10)
+        out["seq_len"][label] = round(res["tokens_per_s"])
+    for batch in (8, 16, 32):
+        res, _ = launcher_run(tmp / f"bs{batch}", files, 20, 10,
+                              f"Trainer.global_batch_size={batch}",
+                              f"Trainer.micro_batch_size={batch}")
+        out["batch_size"][batch] = round(res["tokens_per_s"])
+    return out
+
+
+def _machine():
+    import platform
+
+    import torch
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+if __name__ == "__main__":
+    app.run(main)
