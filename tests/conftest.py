@@ -64,6 +64,20 @@ def demo_tokenizer():
     return Tokenizer(DEMO)
 
 
+def demo_batch(tokenizer_dir, num_pairs=6):
+    """(tokens, attention_mask) of the first demo eval pairs, right-padded, chosen then
+    rejected, tokenized with the tokenizer in `tokenizer_dir`."""
+    from lib.data.batching import collate
+    from lib.data.encoding import encode_pairs
+    from lib.data.sources import read_pairs
+    from lib.data.tokenizer import Tokenizer
+
+    tok = Tokenizer(tokenizer_dir)
+    pairs, _ = encode_pairs(read_pairs(DEMO / "eval.jsonl")[:num_pairs], tok, 128, "error")
+    batch = collate(pairs, tok.pad_id)
+    return batch["tokens"], batch["attention_mask"]
+
+
 def run_launcher(args, cwd=REPO, env=None, timeout=600, torchrun_nproc=None):
     """Runs `python -m launchers.train ARGS` (or under torchrun); returns the CompletedProcess."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})}

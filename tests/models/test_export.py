@@ -6,14 +6,10 @@ import pytest
 import torch
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-from lib.data.batching import collate
-from lib.data.encoding import encode_pairs
-from lib.data.sources import read_pairs
-from lib.data.tokenizer import Tokenizer
 from lib.models.hf import hf_reward_model
 from lib.models.llama import convert, llama3_reward_model
 from lib.models.reward import compute_rewards
-from tests.conftest import DEMO, run_launcher
+from tests.conftest import demo_batch, run_launcher
 
 pytestmark = pytest.mark.slow
 
@@ -28,13 +24,6 @@ def exported(tmp_path_factory):
     return workdir
 
 
-def _batch(directory):
-    tok = Tokenizer(directory)
-    pairs, _ = encode_pairs(read_pairs(DEMO / "eval.jsonl")[:6], tok, 128, "error")
-    b = collate(pairs, tok.pad_id)
-    return b["tokens"], b["attention_mask"]
-
-
 @torch.no_grad()
 def test_export_scores_like_the_final_checkpoint(exported, tmp_path):
     hf_dir = exported / "hf"
@@ -46,7 +35,7 @@ def test_export_scores_like_the_final_checkpoint(exported, tmp_path):
     dcp_to_torch_save(str(exported / "checkpoints" / "step_4"), str(tmp_path / "c.pt"))
     trained = llama3_reward_model.__wrapped__(**convert.architecture_from_hf(config))
     trained.load_state_dict(torch.load(tmp_path / "c.pt", weights_only=False)["model"])
-    tokens, mask = _batch(hf_dir)
+    tokens, mask = demo_batch(hf_dir)
     want = compute_rewards(trained.eval(), tokens, mask, right_padded=True)
     ours = compute_rewards(hf_reward_model.__wrapped__(str(hf_dir), "llama").eval(), tokens,
                            mask, right_padded=True)

@@ -11,13 +11,9 @@ import pytest
 import torch
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-from lib.data.batching import collate
-from lib.data.encoding import encode_pairs
-from lib.data.sources import read_pairs
-from lib.data.tokenizer import Tokenizer
 from lib.models.hf import FAMILIES, hf_reward_model
 from lib.models.reward import compute_rewards
-from tests.conftest import DEMO, run_launcher
+from tests.conftest import DEMO, demo_batch, run_launcher
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.slow
@@ -46,17 +42,10 @@ def _make(name, directory):
     return family, model
 
 
-def _batch(directory):
-    tok = Tokenizer(directory)
-    pairs, _ = encode_pairs(read_pairs(DEMO / "eval.jsonl")[:6], tok, 128, "error")
-    b = collate(pairs, tok.pad_id)
-    return b["tokens"], b["attention_mask"]
-
-
 @torch.no_grad()
 def test_a_classifier_checkpoint_loads_with_the_same_scores(tmp_path):
     family, hf_model = _make("qwen2-classifier", tmp_path)
-    tokens, mask = _batch(tmp_path)
+    tokens, mask = demo_batch(tmp_path)
     ours = compute_rewards(hf_reward_model.__wrapped__(str(tmp_path), family).eval(), tokens,
                            mask, right_padded=True)
     theirs = hf_model.eval()(input_ids=tokens, attention_mask=mask.long()).logits[:, 0]
@@ -87,7 +76,7 @@ def test_train_from_transformers_checkpoint_and_export_back(tmp_path, name):
     trained = build.__wrapped__(**convert.architecture_from_hf(
         json.loads((source / "config.json").read_text())))
     trained.load_state_dict(torch.load(tmp_path / "c.pt", weights_only=False)["model"])
-    tokens, mask = _batch(export)
+    tokens, mask = demo_batch(export)
     ours = compute_rewards(trained.eval(), tokens, mask, right_padded=True)
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(str(export)).eval()
     theirs = hf(input_ids=tokens, attention_mask=mask.long()).logits[:, 0]
