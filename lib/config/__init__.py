@@ -12,7 +12,6 @@ Precedence: the defaults in signatures < the --gin_file files in order (each wit
 """
 
 import dataclasses
-import hashlib
 import os
 import pathlib
 from typing import List, Sequence
@@ -52,9 +51,6 @@ class LoadedConfig:
         """
         operative = dict(gin.config._OPERATIVE_CONFIG)
         return provenance.render(*provenance.rows_from_operative(self.table, operative))
-
-    def digest(self) -> str:
-        return hashlib.sha256(self.effective_text().encode()).hexdigest()[:16]
 
 
 def set_search_roots(roots: Sequence[os.PathLike]) -> None:
