@@ -109,7 +109,8 @@ class Checkpointer:
         """Saves (a collective call on every rank); returns the folder it will complete as.
 
         With async_save the shards are written in the background and the folder is completed
-        when the next save starts, or at wait(). Returns the seconds training was blocked too.
+        when the next save starts, or at wait(). The seconds training was blocked by this call
+        are left in `self.blocked_s`.
         """
         t0 = time.perf_counter()
         self.wait()

@@ -20,7 +20,7 @@ from lib import checkpointing, config, distributed
 from lib.config.registry import configurable
 from lib.data.batching import PairSchedule, StepBatches, batch_problems, collate, eval_shard
 from lib.faults import crash_point
-from lib.losses import metric_sums, metrics_from_sums
+from lib.losses import METRIC_SUMS, metric_sums, metrics_from_sums
 from lib.models.export import export_hf
 from lib.models.reward import compute_rewards
 from lib.reporting import RunLogger, format_progress
@@ -220,7 +220,7 @@ class Trainer:
     def train_step(self, micro_batches):
         """One optimizer step; returns (metric sums, non-pad tokens seen, lr used)."""
         self.model.train()
-        sums, tokens = torch.zeros(8), 0
+        sums, tokens = torch.zeros(len(METRIC_SUMS)), 0
         for i, batch in enumerate(micro_batches):
             self.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
             chosen, rejected, margin = self._forward(batch)
@@ -244,7 +244,7 @@ class Trainer:
     def evaluate(self) -> dict:
         """Metrics over the whole eval set, exact at any world size (sums, then one reduce)."""
         self.model.eval()
-        sums = torch.zeros(8)
+        sums = torch.zeros(len(METRIC_SUMS))
         for indices in eval_shard(len(self.data.eval), self.dist.rank, self.dist.world_size,
                                   self.eval_batch_size):
             # A rank with no pairs left still runs a forward (FSDP gathers need every rank),
@@ -293,12 +293,13 @@ class Trainer:
 
     def _train_metrics(self, sums, tokens, elapsed, lr) -> dict:
         steps = self.step % self.log_every or self.log_every
-        grad_norm = float(sums[8]) / steps
-        reduced = distributed.all_reduce_sum(torch.cat([sums[:8], torch.tensor([tokens])]))
-        metrics = metrics_from_sums(reduced[:8], "train")
+        n = len(METRIC_SUMS)  # sums[n] is the summed gradient norm of the window's steps
+        grad_norm = float(sums[n]) / steps
+        reduced = distributed.all_reduce_sum(torch.cat([sums[:n], torch.tensor([tokens])]))
+        metrics = metrics_from_sums(reduced[:n], "train")
         metrics.update({"train/lr": lr, "train/grad_norm": grad_norm,
-                        "train/tokens": int(reduced[8]),
-                        "train/tokens_per_s": float(reduced[8]) / max(elapsed, 1e-9)})
+                        "train/tokens": int(reduced[n]),
+                        "train/tokens_per_s": float(reduced[n]) / max(elapsed, 1e-9)})
         return metrics
 
 
