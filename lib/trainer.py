@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from absl import logging
 
-from lib import checkpointing, config, distributed
+from lib import checkpointing, config, distributed, parallel
 from lib.config.registry import configurable
 from lib.data.batching import PairSchedule, StepBatches, batch_problems, collate, eval_shard
 from lib.faults import crash_point
@@ -135,6 +135,7 @@ class Trainer:
                              f"embeds only {vocab}; raise the model's vocab_size")
         self.num_params = sum(p.numel() for p in model.parameters())
         self.model = shard_fn(model, dist_info)
+        self.sharded = parallel.is_sharded(self.model)
         self.optimizer = optimizer_fn(self.model)
         self.lr_schedule = lr_schedule_fn(self.optimizer, num_steps)
         self.loss_fn = loss_fn
@@ -222,7 +223,8 @@ class Trainer:
         self.model.train()
         sums, tokens = torch.zeros(len(METRIC_SUMS)), 0
         for i, batch in enumerate(micro_batches):
-            self.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
+            if self.sharded:  # reduce-scatter gradients on the last micro-batch only
+                self.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
             chosen, rejected, margin = self._forward(batch)
             per_pair = self.loss_fn(chosen, rejected, margin)
             # FSDP averages gradients over ranks, so this is the mean over the global batch.

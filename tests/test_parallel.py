@@ -1,4 +1,4 @@
-"""The GPU options of the FSDP wrapper run on CPU where torch supports them."""
+"""The FSDP wrapper's options run on CPU where torch supports them, and train alike."""
 
 import json
 
@@ -18,16 +18,20 @@ def _final_train_loss(workdir):
     return [r["train/loss"] for r in records if "train/loss" in r][-1]
 
 
-@pytest.mark.parametrize("binding, rel", [
-    ("fsdp.activation_checkpointing=True", 1e-5),  # recomputes the same activations
-    ("fsdp.param_dtype='bfloat16'", 2e-2),         # bf16 compute, fp32 master weights
-    ("fsdp.compile_blocks=True", 1e-4),            # inductor on CPU (a minute of compiling)
-    ("fsdp.reshard_after_forward=False", 1e-5),
+@pytest.mark.parametrize("bindings, rel, wrapped", [
+    (["fsdp.activation_checkpointing=True"], 1e-5, False),  # recomputes the same activations
+    (["fsdp.param_dtype='bfloat16'"], 2e-2, True),  # bf16 compute, fp32 master weights
+    (["fsdp.compile_blocks=True"], 1e-4, False),  # inductor on CPU (a minute of compiling)
+    (["fsdp.shard_single_process=True"], 1e-5, True),
+    (["fsdp.shard_single_process=True", "fsdp.reshard_after_forward=False"], 1e-5, True),
 ])
-def test_option_runs_on_cpu_and_trains_alike(tmp_path, binding, rel):
-    proc = run_launcher([*SMOKE, f"--gin_bindings={binding}", f"--workdir={tmp_path / 'w'}"])
+def test_option_runs_on_cpu_and_trains_alike(tmp_path, bindings, rel, wrapped):
+    """At world size 1, FSDP2 wraps the model only for bf16 or when asked to."""
+    proc = run_launcher([*SMOKE, *(f"--gin_bindings={b}" for b in bindings),
+                         f"--workdir={tmp_path / 'w'}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _final_train_loss(tmp_path / "w") == pytest.approx(EXPECTED_LOSS_AT_4, rel=rel)
+    assert ("model is not wrapped with FSDP2" not in proc.stderr) == wrapped
 
 
 def test_cpu_offload_is_refused_without_a_gpu(tmp_path):
