@@ -74,6 +74,10 @@ def fsdp(model: torch.nn.Module, dist_info, param_dtype: str = "float32",
         if dist_info.is_main:
             logging.info("one process in float32: the model is not wrapped with FSDP2 "
                          "(fsdp.shard_single_process=True wraps it)")
+            if not reshard_after_forward:
+                logging.warning("fsdp.reshard_after_forward=False has no effect on an "
+                                "unwrapped model (it applies from 2 processes, or with "
+                                "fsdp.shard_single_process=True)")
         return model
     mesh = init_device_mesh(dist_info.device.type, (dist_info.world_size,))
     options = dict(mesh=mesh, reshard_after_forward=reshard_after_forward,
