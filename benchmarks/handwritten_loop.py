@@ -9,9 +9,9 @@ Prints one JSON line: per-step seconds and non-pad tokens.
 import json
 import time
 
-import torch
-import torch.nn.functional as F
 from absl import app, flags
+
+from benchmarks.handwritten import build, step
 
 flags.DEFINE_string("data", None, "pairs.jsonl")
 flags.DEFINE_integer("steps", 40, "optimizer steps")
@@ -26,8 +26,6 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    from torchtune.models.llama3 import llama3
-
     from lib.data.batching import PairSchedule, collate
     from lib.data.encoding import encode_pairs
     from lib.data.sources import read_pairs
@@ -38,32 +36,13 @@ def main(argv):
     tokenizer = Tokenizer(DEMO)
     pairs, _ = encode_pairs(read_pairs(FLAGS.data), tokenizer, FLAGS.max_length, "truncate")
     schedule = PairSchedule(len(pairs), FLAGS.batch_size, 0, 1, FLAGS.batch_size, seed=0)
-    torch.manual_seed(0)
-    model = llama3(vocab_size=512, num_layers=FLAGS.num_layers, num_heads=FLAGS.num_heads,
-                   num_kv_heads=FLAGS.num_heads, embed_dim=FLAGS.embed_dim,
-                   max_seq_len=FLAGS.max_length, intermediate_dim=FLAGS.intermediate_dim)
-    model.output = torch.nn.Linear(FLAGS.embed_dim, 1, bias=False)
-    if FLAGS.compile:
-        for layer in model.layers:
-            layer.forward = torch.compile(layer.forward)  # as lib/parallel.py does
-    params = [p for p in model.parameters()]
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.01},
-                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-                            lr=1e-4)
+    model, opt = build(FLAGS.num_layers, FLAGS.embed_dim, FLAGS.num_heads,
+                       FLAGS.intermediate_dim, FLAGS.max_length, FLAGS.compile)
     times, tokens = [], []
-    for step in range(FLAGS.steps):
+    for i in range(FLAGS.steps):
         t0 = time.perf_counter()
-        batch = collate([pairs[i] for i in schedule.micro_batches(step)[0]], tokenizer.pad_id)
-        mask = batch["attention_mask"]
-        out = model(batch["tokens"])
-        last = (torch.arange(mask.shape[1]) * mask).argmax(-1)
-        rewards = out[torch.arange(out.shape[0]), last, 0]
-        n = rewards.shape[0] // 2
-        loss = -F.logsigmoid(rewards[:n] - rewards[n:]).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        batch = collate([pairs[j] for j in schedule.micro_batches(i)[0]], tokenizer.pad_id)
+        step(model, opt, batch)
         times.append(time.perf_counter() - t0)
         tokens.append(batch["num_tokens"])
     print(json.dumps({"step_s": times, "tokens": tokens}))

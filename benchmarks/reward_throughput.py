@@ -1,18 +1,24 @@
 """Reward-model training throughput, three ways side by side in one run, with ratios.
 
-    python -m benchmarks.reward_throughput            # about 12 minutes on 2 CPU cores
+    python -m benchmarks.reward_throughput              # about 20 minutes on 2 CPU cores
+    python -m benchmarks.reward_throughput --preset=gpu # a CUDA GPU: 1B-class, bf16, compiled
 
 (a) our launcher (`python -m launchers.train`, gin/benchmarks/reward.gin), eager and with
     fsdp.compile_blocks=True;
 (b) a minimal hand-written loop over the same torchtune model, loss, optimizer and batches
-    (benchmarks/handwritten_loop.py): the practical ceiling;
+    (benchmarks/handwritten.py): the practical ceiling;
 (c) TRL's RewardTrainer on the same architecture through transformers, at TRL's defaults, when
     trl is installed (benchmarks/trl_reward.py).
-Each runs in its own process, one at a time. Reported: steady-state tokens/s (non-pad tokens of
-chosen + rejected, after the warm-up steps), median step time, peak RSS of the process, and for
-(a) the time from process start to the first optimizer step. Then: the wall time of the
-config-only commands, throughput against sequence length and batch size, and checkpoint save
-time (sync and async) against the disk's sequential write speed.
+Measured two ways. Paired, in one process (benchmarks/paired_steps.py): the Trainer's step and
+the hand-written step alternate on the same batches, which cancels the machine's drift; this
+decides the (a)/(b) speed ratios. Separately, each in its own process, repeated and interleaved:
+steady-state tokens/s (non-pad tokens of chosen + rejected, after the warm-up steps), median
+step time, peak RSS, and for (a) the time from process start to the first optimizer step.
+Then: MFU, the wall time of the config-only commands, throughput against sequence length and
+batch size, and checkpoint save time (sync and async) against the disk's sequential write speed.
+
+The GPU preset (gin/benchmarks/reward_gpu.gin) runs (a) only, compiled and eager, and reports
+MFU against the GPU's datasheet bf16 peak and against a bf16 matmul measured on it.
 """
 
 import json
@@ -26,13 +32,18 @@ import time
 
 from absl import app, flags
 
-from benchmarks import data
+from benchmarks import data, mfu
 
+flags.DEFINE_enum("preset", "cpu", ["cpu", "gpu"], "cpu: 4 layers, width 256, 64 to 256 "
+                  "tokens; gpu: Llama 3.2 1B-shaped, 256 to 1,024 tokens, bf16, compiled")
 flags.DEFINE_integer("steps", 30, "optimizer steps per measured run (a multiple of 10)")
 flags.DEFINE_integer("warmup", 10, "steps left out of the steady state (a multiple of 10)")
-flags.DEFINE_integer("repeats", 2, "runs of (a) and (b), interleaved; the median is reported")
+flags.DEFINE_integer("repeats", 3, "separate-process runs of (a) and (b), interleaved; "
+                     "medians are reported")
 flags.DEFINE_bool("scaling", True, "also measure sequence-length and batch-size scaling")
 flags.DEFINE_bool("checkpoints", True, "also measure checkpoint save time")
+flags.DEFINE_float("peak_tflops", None, "the GPU preset's peak for MFU, where the device's "
+                   "name is not in benchmarks/mfu.py's datasheet table")
 FLAGS = flags.FLAGS
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -61,8 +72,8 @@ def steady(step_s, tokens, warmup):
     return {"tokens_per_s": sum(t) / sum(s), "step_ms_median": 1000 * statistics.median(s)}
 
 
-def launcher_run(workdir, files, steps, warmup, *bindings):
-    cmd = [PY, "-m", "launchers.train", "--gin_file=gin/benchmarks/reward.gin",
+def launcher_run(workdir, files, steps, warmup, *bindings, gin_file="gin/benchmarks/reward.gin"):
+    cmd = [PY, "-m", "launchers.train", f"--gin_file={gin_file}",
            f"--gin_bindings=train_files=['{files['train']}']",
            f"--gin_bindings=eval_files=['{files['eval']}']",
            f"--gin_bindings=Trainer.num_steps={steps}", f"--workdir={workdir}",
@@ -75,11 +86,28 @@ def launcher_run(workdir, files, steps, warmup, *bindings):
     windows = [r for r in records if "train/loss" in r and r["step"] - 10 >= warmup]
     seconds = sum(r["train/tokens"] / r["train/tokens_per_s"] for r in windows)
     summary = json.loads((workdir / "summary.json").read_text())
-    return {"tokens_per_s": sum(r["train/tokens"] for r in windows) / seconds,
-            "step_ms_median": 1000 * statistics.median(r["train/step_s_median"]
-                                                        for r in windows),
-            "peak_rss_mb": peak, "first_step_s": summary["startup/first_step_s"],
-            "wall_s": wall}, records
+    result = {"tokens_per_s": sum(r["train/tokens"] for r in windows) / seconds,
+              "step_ms_median": 1000 * statistics.median(r["train/step_s_median"]
+                                                          for r in windows),
+              "peak_rss_mb": peak, "first_step_s": summary["startup/first_step_s"],
+              "wall_s": wall, "flops_per_token": _flops_per_token(workdir, summary, windows)}
+    if "memory/peak_gpu_gb" in summary:
+        result["peak_gpu_gb"] = summary["memory/peak_gpu_gb"]
+    return result, records
+
+
+def _flops_per_token(workdir, summary, windows):
+    """Model training FLOPs per token of this run (benchmarks/mfu.py), from its saved config
+    and the mean non-pad length of the sequences it trained on."""
+    from lib.config.diff import resolved_values
+
+    values = resolved_values((workdir / "operative_config.gin").read_text())
+    model = {k.split(".")[1]: v for k, v in values.items()
+             if k.startswith("llama3_reward_model.")}
+    sequences = 10 * len(windows) * 2 * values["Trainer.global_batch_size"]
+    seq_len = sum(r["train/tokens"] for r in windows) / sequences
+    non_embedding = summary["model/parameters"] - model["vocab_size"] * model["embed_dim"]
+    return mfu.flops_per_token(non_embedding, model["num_layers"], model["embed_dim"], seq_len)
 
 
 def handwritten_run(files, steps, warmup, compile_blocks=False, **shape):
@@ -94,6 +122,17 @@ def handwritten_run(files, steps, warmup, compile_blocks=False, **shape):
     result = steady(res["step_s"], res["tokens"], warmup)
     result.update(peak_rss_mb=peak, wall_s=wall)
     return result
+
+
+def paired_run(files, steps, warmup):
+    """benchmarks/paired_steps.py: (a), (a) compiled, (b), (b) compiled in one process."""
+    out, err, rc, _, _ = run_measured([
+        PY, "-m", "benchmarks.paired_steps", f"--data={files['train']}",
+        f"--eval_data={files['eval']}", f"--steps={steps}", "--runs=a,a_compiled,b,b_compiled"])
+    if rc != 0:
+        raise RuntimeError(f"paired steps failed:\n{err[-3000:]}")
+    res = json.loads(out.strip().splitlines()[-1])
+    return {name: steady(s, res["tokens"], warmup) for name, s in res["step_s"].items()}
 
 
 def trl_run(files, steps, warmup):
@@ -158,12 +197,15 @@ def checkpoint_times(tmp, files):
 
 def main(argv):
     steps, warmup = FLAGS.steps, FLAGS.warmup
+    if FLAGS.preset == "gpu":
+        return gpu_main(steps, warmup)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="gintune-bench-"))
     files = {"train": data.make(tmp / "train", 2000, seed=0),
              "eval": data.make(tmp / "eval", 64, seed=1)}
     report = {"machine": _machine(), "steps": steps, "warmup": warmup}
     print(f"data in {tmp}; {steps} steps, first {warmup} left out", file=sys.stderr)
 
+    paired = report["paired_in_process"] = paired_run(files, steps, warmup)
     a_runs, b_runs = [], []
     for i in range(FLAGS.repeats):  # interleaved, so drifts in machine speed hit both alike
         b_runs.append(handwritten_run(files, steps, warmup))
@@ -174,23 +216,67 @@ def main(argv):
                                                     "fsdp.compile_blocks=True")
     report["c_trl"] = trl_run(files, steps, warmup)
     a, b = report["a_launcher"], report["b_handwritten"]
+    tps = lambda name: paired[name]["tokens_per_s"]  # noqa: E731
     report["ratios"] = {
-        "a/b tokens_per_s (target >= 0.97)": a["tokens_per_s"] / b["tokens_per_s"],
-        "a/b peak_rss (target <= 1.1)": a["peak_rss_mb"] / b["peak_rss_mb"],
-        "a compiled / b eager tokens_per_s (target >= 1.10)":
+        "paired: a/b tokens_per_s (target >= 0.97)": tps("a") / tps("b"),
+        "paired: a compiled / b eager tokens_per_s (target >= 1.10)": tps("a_compiled") / tps("b"),
+        "paired: b compiled / b eager tokens_per_s": tps("b_compiled") / tps("b"),
+        "separate: a/b tokens_per_s": a["tokens_per_s"] / b["tokens_per_s"],
+        "separate: a/b peak_rss (target <= 1.1)": a["peak_rss_mb"] / b["peak_rss_mb"],
+        "separate: a compiled / b eager tokens_per_s":
             report["a_launcher_compiled"]["tokens_per_s"] / b["tokens_per_s"],
-        "b compiled / b eager tokens_per_s":
+        "separate: b compiled / b eager tokens_per_s":
             report["b_handwritten_compiled"]["tokens_per_s"] / b["tokens_per_s"],
     }
     c = report["c_trl"]
     if c and "tokens_per_s" in c:
-        report["ratios"]["a/c tokens_per_s (target > 1)"] = a["tokens_per_s"] / c["tokens_per_s"]
+        report["ratios"]["separate: a/c tokens_per_s (target > 1)"] = (
+            a["tokens_per_s"] / c["tokens_per_s"])
+    import torch
+
+    peak = mfu.measured_matmul_tflops(torch.device("cpu"), torch.float32)
+    report["mfu"] = {"measured_fp32_matmul_tflops": peak, **{
+        f"{name} vs measured matmul": a["flops_per_token"] * report[name]["tokens_per_s"]
+        / (peak * 1e12) for name in ("a_launcher", "b_handwritten", "a_launcher_compiled")}}
     report["config_only_wall_s"] = config_only_times()
     if FLAGS.scaling:
         report["scaling"] = scaling(tmp, files, steps, warmup)
     if FLAGS.checkpoints:
         report["checkpoint"] = checkpoint_times(tmp, files)
     print(json.dumps(report, indent=2))
+
+
+def gpu_main(steps, warmup):
+    """The GPU preset: (a) compiled and eager on a 1B-class model, and MFU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        print("--preset=gpu needs a CUDA GPU and none is visible; run without --preset for "
+              "the CPU figures", file=sys.stderr)
+        return 1
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="gintune-bench-gpu-"))
+    files = {"train": data.make(tmp / "train", 2000, 170, 680, seed=0),
+             "eval": data.make(tmp / "eval", 64, 170, 680, seed=1)}
+    report = {"machine": _machine(), "steps": steps, "warmup": warmup}
+    gin_file = "gin/benchmarks/reward_gpu.gin"
+    report["a_launcher_compiled"], _ = launcher_run(tmp / "ac", files, steps, warmup,
+                                                    gin_file=gin_file)
+    report["a_launcher"], _ = launcher_run(tmp / "a", files, steps, warmup,
+                                           "fsdp.compile_blocks=False", gin_file=gin_file)
+    name = torch.cuda.get_device_name()
+    peaks = {"datasheet_bf16_tflops": FLAGS.peak_tflops or mfu.datasheet_tflops(name),
+             "measured_bf16_matmul_tflops": mfu.measured_matmul_tflops(
+                 torch.device("cuda"), torch.bfloat16, size=8192)}
+    report["mfu"] = {**peaks, **{
+        f"{run} vs {peak}": report[run]["flops_per_token"] * report[run]["tokens_per_s"]
+        / (tflops * 1e12)
+        for run in ("a_launcher_compiled", "a_launcher")
+        for peak, tflops in peaks.items() if tflops}}
+    report["ratios"] = {"a compiled / a eager tokens_per_s":
+                        report["a_launcher_compiled"]["tokens_per_s"]
+                        / report["a_launcher"]["tokens_per_s"]}
+    print(json.dumps(report, indent=2))
+    return 0
 
 
 def _median(runs):

@@ -215,7 +215,11 @@ class Trainer:
             export_hf(self.model, self.tokenizer, self.workdir / "hf", self.dist.is_main)
             if self.dist.is_main:
                 logging.info("Hugging Face export: %s", self.workdir / "hf")
-        logger.summary({f"final/{k}": v for k, v in final_eval.items()})
+        summary = {f"final/{k}": v for k, v in final_eval.items()}
+        if self.dist.device.type == "cuda":
+            summary["memory/peak_gpu_gb"] = round(
+                torch.cuda.max_memory_allocated(self.dist.device) / 2 ** 30, 2)
+        logger.summary(summary)
         return final_eval
 
     def train_step(self, micro_batches):

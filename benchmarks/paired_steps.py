@@ -1,0 +1,68 @@
+"""The launcher's training step and the hand-written one, in one process, step by step: each
+contestant takes its step on the same batch in turn, so a change in machine speed (several
+percent from run to run on a shared 2-core machine) hits all of them alike.
+
+    python -m benchmarks.paired_steps --data=pairs.jsonl --eval_data=eval.jsonl \
+        --runs=a,a_compiled,b,b_compiled
+
+a: the Trainer built from gin/benchmarks/reward.gin through the library's config checks, its
+   `train_step` (a_compiled: with fsdp.compile_blocks=True); b: benchmarks/handwritten.py's
+   model, optimizer and step (b_compiled: each block compiled the same way). Prints one JSON
+   line: per-step seconds of each contestant and the non-pad tokens of each step. What this
+   leaves out of (a), next to a launcher run, is start-up, W&B and the reports every 10 steps.
+"""
+
+import json
+import tempfile
+import time
+
+from absl import app, flags
+
+flags.DEFINE_string("data", None, "training pairs.jsonl")
+flags.DEFINE_string("eval_data", None, "eval pairs.jsonl")
+flags.DEFINE_integer("steps", 30, "optimizer steps of each contestant")
+flags.DEFINE_list("runs", "a,b", "contestants: a, a_compiled, b, b_compiled")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    from lib import config, distributed
+    from lib.checkpointing import Checkpointer
+    from lib.trainer import Trainer
+
+    from benchmarks import handwritten
+
+    config.set_search_roots([config.REPO_ROOT])
+    dist_info = distributed.init()
+    steppers, batches = {}, None
+    for name in FLAGS.runs:
+        compiled = name.endswith("_compiled")
+        if name.startswith("a"):
+            config.load(["gin/benchmarks/reward.gin"], [
+                f"train_files=['{FLAGS.data}']", f"eval_files=['{FLAGS.eval_data}']",
+                f"Trainer.num_steps={FLAGS.steps}", f"fsdp.compile_blocks={compiled}"],
+                builds=("Trainer", "Checkpointer"))
+            workdir = tempfile.mkdtemp(prefix="gintune-paired-")
+            trainer = Trainer(workdir, dist_info, Checkpointer(workdir))
+            steppers[name] = trainer.train_step
+            batches = batches or trainer._step_loader()
+        else:
+            model, opt = handwritten.build(4, 256, 4, 688, 256, compiled)
+            steppers[name] = (lambda m, o: lambda mbs: [handwritten.step(m, o, b)
+                                                         for b in mbs])(model, opt)
+    if batches is None:
+        raise app.UsageError("--runs needs a or a_compiled (its Trainer provides the batches)")
+    seconds = {name: [] for name in steppers}
+    tokens = []
+    for micro_batches in batches:
+        for name, take_step in steppers.items():
+            t0 = time.perf_counter()
+            take_step(micro_batches)
+            seconds[name].append(time.perf_counter() - t0)
+        tokens.append(sum(b["num_tokens"] for b in micro_batches))
+    distributed.shutdown()
+    print(json.dumps({"step_s": seconds, "tokens": tokens}))
+
+
+if __name__ == "__main__":
+    app.run(main)
