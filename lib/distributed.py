@@ -2,7 +2,7 @@
 
 One code path for every world size: under torchrun the usual RANK/WORLD_SIZE/MASTER_* variables
 are read; a plain `python -m launchers.train` becomes a one-process group (an in-memory store, so
-no port is opened). gloo on CPU, nccl when CUDA is available.
+no port is opened). gloo on CPU; with CUDA, nccl for GPU tensors and gloo for CPU ones.
 """
 
 import dataclasses
@@ -28,7 +28,9 @@ class DistInfo:
 def init(timeout_s: float = 600.0) -> DistInfo:
     """Initializes the default process group (once) and returns this process's place in it."""
     use_cuda = torch.cuda.is_available()
-    backend = "nccl" if use_cuda else "gloo"
+    # On GPU, nccl for CUDA tensors and gloo for the small CPU tensors the trainer reduces
+    # (metric sums, the stop flag): an nccl-only group refuses CPU tensors.
+    backend = "cpu:gloo,cuda:nccl" if use_cuda else "gloo"
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
