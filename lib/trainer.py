@@ -223,9 +223,13 @@ class Trainer:
         return final_eval
 
     def train_step(self, micro_batches):
-        """One optimizer step; returns (metric sums, non-pad tokens seen, lr used)."""
+        """One optimizer step; returns (metric sums on the device, non-pad tokens seen, lr).
+
+        The finiteness check is the step's one wait for the device; metric sums stay there
+        until a report reads them.
+        """
         self.model.train()
-        sums, tokens = torch.zeros(len(METRIC_SUMS)), 0
+        sums, tokens = torch.zeros(len(METRIC_SUMS), device=self.dist.device), 0
         for i, batch in enumerate(micro_batches):
             if self.sharded:  # reduce-scatter gradients on the last micro-batch only
                 self.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
@@ -233,18 +237,19 @@ class Trainer:
             per_pair = self.loss_fn(chosen, rejected, margin)
             # FSDP averages gradients over ranks, so this is the mean over the global batch.
             (per_pair.sum() / self.per_rank_batch).backward()
-            sums += metric_sums(per_pair, chosen, rejected, torch.ones_like(per_pair)).cpu()
+            sums += metric_sums(per_pair, chosen, rejected, torch.ones_like(per_pair))
             tokens += batch["num_tokens"]
         grad_norm = _clip(self.model, self.max_grad_norm)
-        if not (torch.isfinite(grad_norm) and torch.isfinite(sums[0])):
+        if not bool(torch.isfinite(grad_norm) & torch.isfinite(sums[0])):
             raise NonFiniteLossError(
-                f"non-finite loss or gradient at step {self.step + 1} (loss sum {sums[0]:.4g}, "
-                f"gradient norm {grad_norm:.4g}); stopped before the optimizer step")
+                f"non-finite loss or gradient at step {self.step + 1} (loss sum "
+                f"{float(sums[0]):.4g}, gradient norm {float(grad_norm):.4g}); stopped before "
+                "the optimizer step")
         lr = self.lr_schedule.get_last_lr()[0]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.lr_schedule.step()
-        return torch.cat([sums, grad_norm.reshape(1).cpu()]), tokens, lr
+        return torch.cat([sums, grad_norm.reshape(1)]), tokens, lr
 
     @torch.no_grad()
     def evaluate(self) -> dict:
@@ -299,6 +304,7 @@ class Trainer:
 
     def _train_metrics(self, sums, tokens, elapsed, lr) -> dict:
         steps = self.step % self.log_every or self.log_every
+        sums = sums.cpu()
         n = len(METRIC_SUMS)  # sums[n] is the summed gradient norm of the window's steps
         grad_norm = float(sums[n]) / steps
         reduced = distributed.all_reduce_sum(torch.cat([sums[:n], torch.tensor([tokens])]))
