@@ -28,14 +28,21 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 from absl import logging
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from lib import distributed
 from lib.config.errors import ConfigError
 from lib.faults import crash_point as _crash_point
 from lib.config.registry import configurable
+
+def _dcp():
+    """torch.distributed.checkpoint, imported when a checkpoint is saved or loaded: it takes
+    about 0.7 s, which the config-only commands (--validate_only, listing) do not need."""
+    import torch.distributed.checkpoint as dcp
+    import torch.distributed.checkpoint.state_dict  # noqa: F401  (get/set_state_dict)
+
+    return dcp
+
 
 CONFIG_FILE = "operative_config.gin"
 STATE_FILE = "trainer_state.json"
@@ -122,17 +129,17 @@ class Checkpointer:
         distributed.barrier()
         _crash_point("partial_created", step)
         (partial / "rng" / f"rank_{dist.get_rank()}.json").write_text(json.dumps(rng_state()))
-        model_sd, optim_sd = get_state_dict(model, optimizer)
+        model_sd, optim_sd = _dcp().state_dict.get_state_dict(model, optimizer)
         state = {"model": model_sd, "optim": optim_sd}
         files = {STATE_FILE: json.dumps(trainer_state, indent=2) + "\n",
                  CONFIG_FILE: operative_config}
         if self.async_save:
             if self._pg is None:
                 self._pg = dist.new_group(backend="gloo")
-            future = dcp.async_save(state, checkpoint_id=str(partial), process_group=self._pg)
+            future = _dcp().async_save(state, checkpoint_id=str(partial), process_group=self._pg)
             self._pending = (future, partial, final, step, files)
         else:
-            dcp.save(state, checkpoint_id=str(partial))
+            _dcp().save(state, checkpoint_id=str(partial))
             self._complete(partial, final, step, files)
         self.blocked_s = time.perf_counter() - t0
         return final
@@ -180,10 +187,10 @@ class Checkpointer:
         """Loads model and optimizer in place and this rank's RNG states; returns the trainer
         state (step, lr_schedule, wandb_run_id)."""
         path = pathlib.Path(path)
-        model_sd, optim_sd = get_state_dict(model, optimizer)
+        model_sd, optim_sd = _dcp().state_dict.get_state_dict(model, optimizer)
         state = {"model": model_sd, "optim": optim_sd}
-        dcp.load(state, checkpoint_id=str(path))
-        set_state_dict(model, optimizer, model_state_dict=state["model"],
+        _dcp().load(state, checkpoint_id=str(path))
+        _dcp().state_dict.set_state_dict(model, optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optim"])
         rng = path / "rng" / f"rank_{dist.get_rank()}.json"
         if rng.exists():

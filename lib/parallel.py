@@ -9,9 +9,7 @@ so a run saved by one process resumes on N and the other way round.
 """
 
 import torch
-from torch.distributed.device_mesh import init_device_mesh
 from absl import logging
-from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from lib.config.registry import configurable
 
@@ -79,6 +77,11 @@ def fsdp(model: torch.nn.Module, dist_info, param_dtype: str = "float32",
                                 "unwrapped model (it applies from 2 processes, or with "
                                 "fsdp.shard_single_process=True)")
         return model
+    # Imported here: torch.distributed.fsdp takes about 0.7 s to import, which the config-only
+    # commands (--validate_only, listing configurables) should not pay.
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+
     mesh = init_device_mesh(dist_info.device.type, (dist_info.world_size,))
     options = dict(mesh=mesh, reshard_after_forward=reshard_after_forward,
                    mp_policy=MixedPrecisionPolicy(param_dtype=DTYPES[param_dtype],
@@ -92,4 +95,6 @@ def fsdp(model: torch.nn.Module, dist_info, param_dtype: str = "float32",
 
 def is_sharded(model: torch.nn.Module) -> bool:
     """Whether `model` was wrapped by `fsdp` (its parameters are DTensors)."""
+    from torch.distributed.fsdp import FSDPModule
+
     return isinstance(model, FSDPModule)

@@ -11,7 +11,6 @@ import pathlib
 import shutil
 
 from absl import logging
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from lib.models.hf import FAMILIES
 
@@ -22,6 +21,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 def export_hf(model, tokenizer, directory: pathlib.Path, is_main: bool) -> None:
     """Gathers the full state dict (a collective) and writes the HF directory on rank 0."""
     from safetensors.torch import save_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
                                                                 cpu_offload=True))
