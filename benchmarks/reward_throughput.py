@@ -38,8 +38,8 @@ flags.DEFINE_enum("preset", "cpu", ["cpu", "gpu"], "cpu: 4 layers, width 256, 64
                   "tokens; gpu: Llama 3.2 1B-shaped, 256 to 1,024 tokens, bf16, compiled")
 flags.DEFINE_integer("steps", 30, "optimizer steps per measured run (a multiple of 10)")
 flags.DEFINE_integer("warmup", 10, "steps left out of the steady state (a multiple of 10)")
-flags.DEFINE_integer("repeats", 3, "separate-process runs of (a) and (b), interleaved; "
-                     "medians are reported")
+flags.DEFINE_integer("repeats", 3, "separate-process runs of (a) and (b), eager and "
+                     "compiled, interleaved; medians are reported")
 flags.DEFINE_bool("scaling", True, "also measure sequence-length and batch-size scaling")
 flags.DEFINE_bool("checkpoints", True, "also measure checkpoint save time")
 flags.DEFINE_float("peak_tflops", None, "the GPU preset's peak for MFU, where the device's "
@@ -206,14 +206,16 @@ def main(argv):
     print(f"data in {tmp}; {steps} steps, first {warmup} left out", file=sys.stderr)
 
     paired = report["paired_in_process"] = paired_run(files, steps, warmup)
-    a_runs, b_runs = [], []
-    for i in range(FLAGS.repeats):  # interleaved, so drifts in machine speed hit both alike
-        b_runs.append(handwritten_run(files, steps, warmup))
-        a_runs.append(launcher_run(tmp / f"a{i}", files, steps, warmup)[0])
-    report["b_handwritten"], report["a_launcher"] = _median(b_runs), _median(a_runs)
-    report["b_handwritten_compiled"] = handwritten_run(files, steps, warmup, compile_blocks=True)
-    report["a_launcher_compiled"], _ = launcher_run(tmp / "ac", files, steps, warmup,
-                                                    "fsdp.compile_blocks=True")
+    runs = {"b_handwritten": [], "a_launcher": [], "b_handwritten_compiled": [],
+            "a_launcher_compiled": []}
+    for i in range(FLAGS.repeats):  # interleaved, so drifts in machine speed hit all alike
+        runs["b_handwritten"].append(handwritten_run(files, steps, warmup))
+        runs["a_launcher"].append(launcher_run(tmp / f"a{i}", files, steps, warmup)[0])
+        runs["b_handwritten_compiled"].append(
+            handwritten_run(files, steps, warmup, compile_blocks=True))
+        runs["a_launcher_compiled"].append(launcher_run(
+            tmp / f"ac{i}", files, steps, warmup, "fsdp.compile_blocks=True")[0])
+    report.update({name: _median(results) for name, results in runs.items()})
     report["c_trl"] = trl_run(files, steps, warmup)
     a, b = report["a_launcher"], report["b_handwritten"]
     tps = lambda name: paired[name]["tokens_per_s"]  # noqa: E731
