@@ -22,6 +22,7 @@ from lib.data.batching import PairSchedule, StepBatches, batch_problems, collate
 from lib.faults import crash_point
 from lib.losses import METRIC_SUMS, metric_sums, metrics_from_sums
 from lib.models.export import export_hf
+from lib.models.hf import max_positions
 from lib.models.reward import compute_rewards
 from lib.reporting import RunLogger, format_progress
 
@@ -53,15 +54,27 @@ def _check(view):
         problems.append(("max_grad_norm", f"max_grad_norm={get('max_grad_norm')} must be >= 0 "
                          "(0 turns clipping off)"))
     model = view.get("Trainer", "model_fn")
-    if view.refers_to("Trainer", "data_fn", "build_preference_data") and model is not None \
-            and model.name in ("llama3_reward_model", "qwen2_reward_model"):
+    if view.refers_to("Trainer", "data_fn", "build_preference_data") and model is not None:
         max_length = view.get("build_preference_data", "max_length")
-        max_seq_len = view.get(model.name, "max_seq_len")
-        if max_length > max_seq_len:
+        limit = _position_limit(view, model.name)
+        if limit and max_length > limit[0]:
             problems.append(("build_preference_data.max_length", (
-                f"max_length={max_length} is longer than {model.name}.max_seq_len="
-                f"{max_seq_len}; lower one or raise the other")))
+                f"max_length={max_length} is longer than {limit[1]}={limit[0]}; {limit[2]}")))
     return problems
+
+
+def _position_limit(view, model_name):
+    """(the longest sequence the model takes, where that is set, what to do), or None."""
+    if model_name in ("llama3_reward_model", "qwen2_reward_model"):
+        return (view.get(model_name, "max_seq_len"), f"{model_name}.max_seq_len",
+                "lower one or raise the other")
+    if model_name == "hf_reward_model":
+        directory = view.get("hf_reward_model", "checkpoint_dir")
+        positions = max_positions(directory, view.get("hf_reward_model", "model_type"))
+        if positions:
+            return (positions, f"max_position_embeddings in {directory}/config.json",
+                    "lower max_length (the checkpoint was trained up to that length)")
+    return None
 
 
 @configurable(caller_args=("workdir", "dist_info", "checkpointer"), check=_check,

@@ -48,6 +48,15 @@ def _check(view):
     return []
 
 
+def max_positions(checkpoint_dir: str, model_type: str):
+    """config.json's max_position_embeddings, or None where the directory cannot be used (its
+    own check reports why) or does not say."""
+    try:
+        return _read_config(checkpoint_dir, model_type)[1].get("max_position_embeddings")
+    except ConfigError:
+        return None
+
+
 @configurable(check=_check, resume_sensitive=("checkpoint_dir", "model_type"))
 def hf_reward_model(checkpoint_dir: str, model_type: str, attn_dropout: float = 0.0):
     """Builds a reward model from a local HF checkpoint directory and loads its weights.

@@ -2,6 +2,8 @@
 nothing in the workdir. The launcher's main() runs in-process (the same code path as the
 command; a few cases also run as a real subprocess)."""
 
+import json
+
 import pytest
 from absl import flags
 
@@ -128,6 +130,24 @@ def test_required_macro_left_unset(tmp_path, capsys, search_roots):
            f"{where('gin/models/qwen2_5_0_5b.gin', 'hf_checkpoint_dir =')}: required macro "
            "'hf_checkpoint_dir' is not set; "
            "set it with --gin_bindings=\"hf_checkpoint_dir=...\"")
+
+
+def test_max_length_beyond_the_hf_checkpoints_positions(tmp_path, capsys, hf_dirs,
+                                                        search_roots):
+    """gin/experiments/qwen2_5_0_5b_reward.gin asks for 1,024 tokens a side."""
+    config_json = hf_dirs["qwen2"] / "config.json"
+    config_json.write_text(json.dumps({"model_type": "qwen2", "max_position_embeddings": 512}))
+    args = ["--gin_file=gin/experiments/qwen2_5_0_5b_reward.gin",
+            f"--gin_bindings=hf_checkpoint_dir='{hf_dirs['qwen2']}'",
+            "--gin_bindings=train_files=['assets/demo/train.jsonl']",
+            "--gin_bindings=eval_files=['assets/demo/eval.jsonl']"]
+    _fails(args, tmp_path, capsys,
+           f"max_length=1024 is longer than max_position_embeddings in {hf_dirs['qwen2']}/"
+           "config.json=512; lower max_length")
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train", *args, "--gin_bindings=build_preference_data.max_length=512",
+                 "--validate_only"])
+    assert train.main(["train"]) == 0
 
 
 def test_batch_split_is_checked_for_the_torchrun_world_size(tmp_path, capsys, monkeypatch,
