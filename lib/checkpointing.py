@@ -35,6 +35,7 @@ from lib.config.errors import ConfigError
 from lib.faults import crash_point as _crash_point
 from lib.config.registry import configurable
 
+
 def _dcp():
     """torch.distributed.checkpoint, imported when a checkpoint is saved or loaded: it takes
     about 0.7 s, which the config-only commands (--validate_only, listing) do not need."""
@@ -129,17 +130,18 @@ class Checkpointer:
         distributed.barrier()
         _crash_point("partial_created", step)
         (partial / "rng" / f"rank_{dist.get_rank()}.json").write_text(json.dumps(rng_state()))
-        model_sd, optim_sd = _dcp().state_dict.get_state_dict(model, optimizer)
+        dcp = _dcp()
+        model_sd, optim_sd = dcp.state_dict.get_state_dict(model, optimizer)
         state = {"model": model_sd, "optim": optim_sd}
         files = {STATE_FILE: json.dumps(trainer_state, indent=2) + "\n",
                  CONFIG_FILE: operative_config}
         if self.async_save:
             if self._pg is None:
                 self._pg = dist.new_group(backend="gloo")
-            future = _dcp().async_save(state, checkpoint_id=str(partial), process_group=self._pg)
+            future = dcp.async_save(state, checkpoint_id=str(partial), process_group=self._pg)
             self._pending = (future, partial, final, step, files)
         else:
-            _dcp().save(state, checkpoint_id=str(partial))
+            dcp.save(state, checkpoint_id=str(partial))
             self._complete(partial, final, step, files)
         self.blocked_s = time.perf_counter() - t0
         return final
@@ -187,11 +189,12 @@ class Checkpointer:
         """Loads model and optimizer in place and this rank's RNG states; returns the trainer
         state (step, lr_schedule, wandb_run_id)."""
         path = pathlib.Path(path)
-        model_sd, optim_sd = _dcp().state_dict.get_state_dict(model, optimizer)
+        dcp = _dcp()
+        model_sd, optim_sd = dcp.state_dict.get_state_dict(model, optimizer)
         state = {"model": model_sd, "optim": optim_sd}
-        _dcp().load(state, checkpoint_id=str(path))
-        _dcp().state_dict.set_state_dict(model, optimizer, model_state_dict=state["model"],
-                       optim_state_dict=state["optim"])
+        dcp.load(state, checkpoint_id=str(path))
+        dcp.state_dict.set_state_dict(model, optimizer, model_state_dict=state["model"],
+                                      optim_state_dict=state["optim"])
         rng = path / "rng" / f"rank_{dist.get_rank()}.json"
         if rng.exists():
             set_rng_state(json.loads(rng.read_text()))
