@@ -64,6 +64,8 @@ def test_train_from_transformers_checkpoint_and_export_back(tmp_path, name):
         f"--gin_bindings=hf_checkpoint_dir='{source}'",
         f"--gin_bindings=train_files=['{DEMO / 'train.jsonl'}']",
         f"--gin_bindings=eval_files=['{DEMO / 'eval.jsonl'}']",
+        # The tiny checkpoints have 256 positions; the experiment's 1,024 would be refused.
+        "--gin_bindings=build_preference_data.max_length=128",
         "--gin_bindings=lr=1e-3", "--gin_bindings=Trainer.export_hf=True",
         "--gin_bindings=RunLogger.use_wandb=False", f"--workdir={workdir}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
