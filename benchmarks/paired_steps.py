@@ -45,7 +45,8 @@ def main(argv):
             workdir = tempfile.mkdtemp(prefix="gintune-paired-")
             trainer = Trainer(workdir, dist_info, Checkpointer(workdir))
             steppers[name] = trainer.train_step
-            batches = batches or trainer._step_loader()
+            if batches is None:  # every contestant steps on the first Trainer's batches
+                batches = trainer._step_loader()
         else:
             model, opt = handwritten.build(4, 256, 4, 688, 256, compiled)
             steppers[name] = (lambda m, o: lambda mbs: [handwritten.step(m, o, b)
