@@ -103,7 +103,7 @@ def _flops_per_token(workdir, summary, windows):
 
     values = resolved_values((workdir / "operative_config.gin").read_text())
     model = {k.split(".")[1]: v for k, v in values.items()
-             if k.startswith("llama3_reward_model.")}
+             if k.startswith("llama3_model.")}
     sequences = 10 * len(windows) * 2 * values["Trainer.global_batch_size"]
     seq_len = sum(r["train/tokens"] for r in windows) / sequences
     non_embedding = summary["model/parameters"] - model["vocab_size"] * model["embed_dim"]

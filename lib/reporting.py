@@ -97,6 +97,23 @@ class RunLogger:
                 logging.warning("W&B logging failed, disabling it: %s", e)
                 self._run = None
 
+    def table(self, step: int, key: str, rows: list) -> None:
+        """Rows of {column: value} (e.g. generated samples): metrics.jsonl and a W&B table."""
+        if not self.enabled or not rows:
+            return
+        record = {"step": step, "time": round(time.time(), 3), key: rows}
+        self._jsonl.write(json.dumps(record) + "\n")
+        if self._run is not None:
+            try:
+                import wandb
+
+                columns = list(rows[0])
+                table = wandb.Table(columns=columns,
+                                    data=[[r.get(c) for c in columns] for r in rows])
+                self._run.log({key: table}, step=step)
+            except Exception as e:
+                logging.warning("W&B table %s failed: %s", key, e)
+
     def summary(self, values: dict) -> None:
         """Run-level facts (data counts, parameters, final eval): console, summary.json, W&B."""
         if not self.enabled:
@@ -128,9 +145,14 @@ def _has_wandb_credentials() -> bool:
     return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
-def format_progress(step: int, num_steps: int, metrics: dict, eta_s: float) -> str:
-    """One console line: step, loss, accuracy, lr, tokens/s, ETA."""
+def format_progress(step: int, num_steps: int, metrics: dict, eta_s: float,
+                    extra=()) -> str:
+    """One console line: step, loss, the task's headline metrics, lr, tokens/s, ETA.
+
+    `extra` is the task's (label, metric name, format) triples, e.g. ("acc", "accuracy", ".3f").
+    """
     eta = f"{int(eta_s // 60)}m{int(eta_s % 60):02d}s"
-    return (f"step {step}/{num_steps} | loss {metrics['train/loss']:.4f} | "
-            f"acc {metrics['train/accuracy']:.3f} | lr {metrics['train/lr']:.2e} | "
-            f"tok/s {metrics['train/tokens_per_s']:,.0f} | eta {eta}")
+    shown = "".join(f"{label} {metrics[f'train/{name}']:{fmt}} | " for label, name, fmt in extra)
+    return (f"step {step}/{num_steps} | loss {metrics['train/loss']:.4f} | {shown}"
+            f"lr {metrics['train/lr']:.2e} | tok/s {metrics['train/tokens_per_s']:,.0f} | "
+            f"eta {eta}")

@@ -79,6 +79,7 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
                 logging.info("config changed since the checkpoint: %s", change)
         else:
             logging.info("fresh start: no checkpoint in %s", checkpointer.root)
+    trainer.prepare(resuming=bool(resume))
     state = trainer.restore(resume) if resume else {}
     distributed.barrier()
 

@@ -1,6 +1,6 @@
 """The Trainer: builds the components it is given and runs the training loop.
 
-Tasks differ in their loss and data, not in the loop. `train()` orchestrates; `train_step()` does,
+Tasks (lib/tasks/) differ in their data, loss, metrics and eval, not in the loop. `train()` orchestrates; `train_step()` does,
 in order: micro-batches -> forward/backward -> clip -> finiteness check -> optimizer step ->
 schedule -> metrics. Evaluation and checkpointing key off the same step counter, the last step
 included.
@@ -16,15 +16,13 @@ import numpy as np
 import torch
 from absl import logging
 
-from lib import checkpointing, config, distributed, parallel
+from lib import checkpointing, config, distributed, initialization, parallel
 from lib.config.registry import configurable
-from lib.data.batching import PairSchedule, StepBatches, batch_problems, collate, eval_shard
+from lib.config.values import Ref
+from lib.data.batching import batch_problems
 from lib.faults import crash_point
-from lib.losses import METRIC_SUMS, metric_sums, metrics_from_sums
-from lib.models.export import export_hf
-from lib.models.hf import max_positions
-from lib.models.reward import compute_rewards
 from lib.reporting import RunLogger, format_progress
+from lib.tasks import Task
 
 
 class NonFiniteLossError(RuntimeError):
@@ -53,53 +51,37 @@ def _check(view):
     if get("max_grad_norm") < 0:
         problems.append(("max_grad_norm", f"max_grad_norm={get('max_grad_norm')} must be >= 0 "
                          "(0 turns clipping off)"))
-    model = view.get("Trainer", "model_fn")
-    if view.refers_to("Trainer", "data_fn", "build_preference_data") and model is not None:
-        max_length = view.get("build_preference_data", "max_length")
-        limit = _position_limit(view, model.name)
-        if limit and max_length > limit[0]:
-            problems.append(("build_preference_data.max_length", (
-                f"max_length={max_length} is longer than {limit[1]}={limit[0]}; {limit[2]}")))
-    return problems
-
-
-def _position_limit(view, model_name):
-    """(the longest sequence the model takes, where that is set, what to do), or None."""
-    if model_name in ("llama3_reward_model", "qwen2_reward_model"):
-        return (view.get(model_name, "max_seq_len"), f"{model_name}.max_seq_len",
-                "lower one or raise the other")
-    if model_name == "hf_reward_model":
-        directory = view.get("hf_reward_model", "checkpoint_dir")
-        positions = max_positions(directory, view.get("hf_reward_model", "model_type"))
-        if positions:
-            return (positions, f"max_position_embeddings in {directory}/config.json",
-                    "lower max_length (the checkpoint was trained up to that length)")
-    return None
+    task = get("task")
+    if isinstance(task, Ref) and not task.evaluate:
+        problems.append(("task", f"task={task!r} passes the function itself; call it: "
+                         f"Trainer.task = @{task.scoped_name}()"))
+    return problems + initialization.init_problems(get("init_from"))
 
 
 @configurable(caller_args=("workdir", "dist_info", "checkpointer"), check=_check,
-              resume_sensitive=("tokenizer_fn", "data_fn", "model_fn", "shard_fn",
-                                "global_batch_size", "seed"))
+              resume_sensitive=("tokenizer_fn", "model_fn", "shard_fn", "global_batch_size",
+                                "seed", "init_from"))
 class Trainer:
-    """Trains a reward model on preference pairs.
+    """Trains a model on a task: the loop every objective shares.
 
     Args:
       workdir: passed by the launcher.
       dist_info: passed by the launcher (rank, world size, device).
       checkpointer: passed by the launcher (a Checkpointer for <workdir>/checkpoints/).
+      task: the objective, its data, loss, metrics and eval (e.g. @reward_task(), @sft_task(),
+        @dpo_task()); see lib/tasks/.
       tokenizer_fn: () -> Tokenizer (e.g. @build_tokenizer).
-      data_fn: (tokenizer) -> PreferenceData (e.g. @build_preference_data).
-      model_fn: () -> torchtune decoder with a reward head (e.g. @llama3_reward_model).
+      model_fn: (head) -> torchtune decoder with the head the task trains (e.g. @llama3_model,
+        @hf_model).
       shard_fn: (model, dist_info) -> the model wrapped for training (e.g. @fsdp).
       optimizer_fn: (model) -> optimizer (e.g. @build_adamw).
       lr_schedule_fn: (optimizer, num_steps) -> LR scheduler (e.g. @build_lr_schedule).
-      loss_fn: (chosen, rejected, margin) -> per-pair loss (e.g. @build_bradley_terry_loss()).
       num_steps: optimizer steps to train for.
-      global_batch_size: pairs per optimizer step, over all ranks and micro-batches; must be
-        divisible by world size x micro_batch_size.
-      micro_batch_size: pairs per forward/backward on one rank (gradient accumulation runs
+      global_batch_size: examples (pairs, or prompt-completion examples) per optimizer step,
+        over all ranks and micro-batches; must be divisible by world size x micro_batch_size.
+      micro_batch_size: examples per forward/backward on one rank (gradient accumulation runs
         global_batch_size / (world size x micro_batch_size) of them per step).
-      eval_batch_size: pairs per eval forward on one rank.
+      eval_batch_size: examples per eval forward on one rank.
       eval_every: evaluate every this many steps and after the last step; 0 only at the end.
       checkpoint_every: save every this many steps and after the last step; 0 only at the end.
       log_every: report training metrics every this many steps (averaged over them).
@@ -109,52 +91,56 @@ class Trainer:
         with spawn; each gets this process's config); 0 prepares them in the training loop.
       export_hf: after the last step, also write the model as a Hugging Face directory
         (safetensors, config.json, tokenizer files) to <workdir>/hf/.
+      init_from: start from the weights of an earlier run (its folder: the newest complete
+        checkpoint; or a checkpoint folder), with a fresh optimizer and schedule; "" starts
+        from model_fn's weights. A head the source lacks (a reward head on an SFT model)
+        keeps model_fn's initialization. The source and a digest of the loaded weights go to
+        summary.json.
     """
 
     def __init__(self, workdir: str, dist_info: distributed.DistInfo,
-                 checkpointer: checkpointing.Checkpointer, *,
-                 tokenizer_fn: Callable, data_fn: Callable, model_fn: Callable,
+                 checkpointer: checkpointing.Checkpointer, *, task: Task,
+                 tokenizer_fn: Callable, model_fn: Callable,
                  shard_fn: Callable, optimizer_fn: Callable, lr_schedule_fn: Callable,
-                 loss_fn: Callable,
                  num_steps: int, global_batch_size: int, micro_batch_size: int,
                  eval_batch_size: int = 32, eval_every: int = 0, checkpoint_every: int = 0,
                  log_every: int = 10, max_grad_norm: float = 1.0, seed: int = 0,
-                 num_workers: int = 0, export_hf: bool = False):
+                 num_workers: int = 0, export_hf: bool = False, init_from: str = ""):
         if num_steps < 1:
             raise ValueError(f"Trainer.num_steps={num_steps} must be >= 1")
         self.workdir = pathlib.Path(workdir)
         self.dist, self.checkpointer = dist_info, checkpointer
         self.num_steps, self.global_batch_size = num_steps, global_batch_size
-        self.eval_batch_size, self.eval_every = eval_batch_size, eval_every
+        self.eval_every = eval_every
         self.checkpoint_every, self.log_every = checkpoint_every, log_every
         self.max_grad_norm, self.num_workers = max_grad_norm, num_workers
         self.export_hf = export_hf
         _seed_everything(seed)
 
         self.tokenizer = tokenizer_fn()
-        self.data = data_fn(self.tokenizer)
-        if not self.data.eval:
-            raise ValueError("no eval pairs: give build_preference_data.eval_files or "
-                             "eval_fraction")
-        self.schedule = PairSchedule(len(self.data.train), global_batch_size, dist_info.rank,
-                                     dist_info.world_size, micro_batch_size, seed)
-        self.per_rank_batch = global_batch_size // dist_info.world_size
+        self.task = task
+        task.setup(self.tokenizer, dist_info, seed, global_batch_size, micro_batch_size,
+                   eval_batch_size)
 
         torch.manual_seed(seed)  # the same initial weights on every rank, before sharding
-        model = model_fn()
+        model = model_fn(head=task.model_head)
         vocab = model.tok_embeddings.num_embeddings
         if self.tokenizer.vocab_size > vocab:
             raise ValueError(f"the tokenizer has {self.tokenizer.vocab_size} ids but the model "
                              f"embeds only {vocab}; raise the model's vocab_size")
         self.num_params = sum(p.numel() for p in model.parameters())
+        self.init_info = initialization.load_initial(model, init_from) if init_from else {}
         self.model = shard_fn(model, dist_info)
         self.sharded = parallel.is_sharded(self.model)
         self.optimizer = optimizer_fn(self.model)
         self.lr_schedule = lr_schedule_fn(self.optimizer, num_steps)
-        self.loss_fn = loss_fn
         self.step = 0
         self.wandb_run_id = None
         self._stop_requested = False
+
+    def prepare(self, resuming: bool) -> None:
+        """The task's work before the first step (e.g. DPO's reference log-probabilities)."""
+        self.task.prepare(self.model, self.workdir, resuming)
 
     def restore(self, path: pathlib.Path) -> dict:
         """Continues from a checkpoint: weights, optimizer, schedule, step, RNGs.
@@ -183,7 +169,8 @@ class Trainer:
 
     def train(self, logger: RunLogger, operative_config: str) -> dict:
         """Trains to num_steps; returns the final eval metrics."""
-        logger.summary({**self.data.stats(), "model/parameters": self.num_params,
+        logger.summary({**self.task.summary(), **self.init_info,
+                        "model/parameters": self.num_params,
                         "world_size": self.dist.world_size})
         sums, tokens, t0, start = None, 0, time.perf_counter(), time.perf_counter()
         step_times = []  # wall seconds of each step since the last report, data included
@@ -208,14 +195,20 @@ class Trainer:
                 eta = ((time.perf_counter() - start) / (self.step - first_step)
                        * (self.num_steps - self.step))
                 if self.dist.is_main:
-                    logging.info(format_progress(self.step, self.num_steps, metrics, eta))
+                    logging.info(format_progress(self.step, self.num_steps, metrics, eta,
+                                                 self.task.progress))
                 logger.log(self.step, metrics)
                 sums, tokens, t0, step_times = None, 0, time.perf_counter(), []
             if _due(self.step, self.eval_every, last):
                 final_eval = self.evaluate()
+                samples = self.task.eval_samples(self.model)
                 if self.dist.is_main:
                     logging.info("eval @ step %d | %s", self.step, _fmt(final_eval))
+                    for sample in samples:
+                        logging.info("sample @ step %d | %s", self.step, _fmt(sample))
                 logger.log(self.step, final_eval)
+                if samples:
+                    logger.table(self.step, "eval/samples", samples)
             stop = self._stop_agreed()
             if _due(self.step, self.checkpoint_every, last) or stop:
                 path = self.save_checkpoint(operative_config, logger)
@@ -225,7 +218,7 @@ class Trainer:
                 raise Preempted(self.step, path)
         self.checkpointer.wait()
         if self.export_hf:
-            export_hf(self.model, self.tokenizer, self.workdir / "hf", self.dist.is_main)
+            self.task.export(self.model, self.tokenizer, self.workdir / "hf", self.dist.is_main)
             if self.dist.is_main:
                 logging.info("Hugging Face export: %s", self.workdir / "hf")
         summary = {f"final/{k}": v for k, v in final_eval.items()}
@@ -242,15 +235,18 @@ class Trainer:
         until a report reads them.
         """
         self.model.train()
-        sums, tokens = torch.zeros(len(METRIC_SUMS), device=self.dist.device), 0
+        sums = torch.zeros(len(self.task.sum_names), device=self.dist.device)
+        tokens = 0
+        # Each loss sum is divided by this rank's share of the global batch's weight (pairs,
+        # or completion tokens); FSDP averages gradients over ranks, so the gradient is the
+        # mean over the global batch however it is split.
+        share = self._global_weight(micro_batches) / self.dist.world_size
         for i, batch in enumerate(micro_batches):
             if self.sharded:  # reduce-scatter gradients on the last micro-batch only
                 self.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
-            chosen, rejected, margin = self._forward(batch)
-            per_pair = self.loss_fn(chosen, rejected, margin)
-            # FSDP averages gradients over ranks, so this is the mean over the global batch.
-            (per_pair.sum() / self.per_rank_batch).backward()
-            sums += metric_sums(per_pair, chosen, rejected, torch.ones_like(per_pair))
+            loss_sum, batch_sums = self.task.micro_batch_loss(self.model, batch)
+            (loss_sum / share).backward()
+            sums += batch_sums
             tokens += batch["num_tokens"]
         grad_norm = _clip(self.model, self.max_grad_norm)
         if not bool(torch.isfinite(grad_norm) & torch.isfinite(sums[0])):
@@ -264,26 +260,14 @@ class Trainer:
         self.lr_schedule.step()
         return torch.cat([sums, grad_norm.reshape(1)]), tokens, lr
 
-    @torch.no_grad()
     def evaluate(self) -> dict:
-        """Metrics over the whole eval set, exact at any world size (sums, then one reduce)."""
+        """The task's metrics over the whole eval set, exact at any world size."""
         self.model.eval()
-        sums = torch.zeros(len(METRIC_SUMS))
-        for indices in eval_shard(len(self.data.eval), self.dist.rank, self.dist.world_size,
-                                  self.eval_batch_size):
-            # A rank with no pairs left still runs a forward (FSDP gathers need every rank),
-            # on a placeholder pair that weighs nothing.
-            pairs = [self.data.eval[j] for j in indices] or self.data.eval[:1]
-            batch = collate(pairs, self.tokenizer.pad_id)
-            chosen, rejected, margin = self._forward(batch)
-            weight = torch.full_like(chosen, 1.0 if indices else 0.0)
-            per_pair = self.loss_fn(chosen, rejected, margin)
-            sums += metric_sums(per_pair, chosen, rejected, weight).cpu()
-        return metrics_from_sums(distributed.all_reduce_sum(sums), "eval")
+        return self.task.evaluate(self.model)
 
     def save_checkpoint(self, operative_config: str, logger: RunLogger) -> pathlib.Path:
         state = {"step": self.step, "lr_schedule": self.lr_schedule.state_dict(),
-                 "wandb_run_id": logger.run_id}
+                 "wandb_run_id": logger.run_id, **self.task.checkpoint_state()}
         path = self.checkpointer.save(self.step, self.model, self.optimizer, state,
                                       operative_config)
         blocked = self.checkpointer.blocked_s
@@ -300,28 +284,28 @@ class Trainer:
         flag = torch.tensor([1.0 if self._stop_requested else 0.0])
         return bool(distributed.all_reduce_sum(flag).item() > 0)
 
+    def _global_weight(self, micro_batches) -> float:
+        """The summed weight of this step's micro-batches over all ranks."""
+        weight = float(sum(b["weight"] for b in micro_batches))
+        if self.dist.world_size == 1:
+            return weight
+        return float(distributed.all_reduce_sum(torch.tensor([weight], dtype=torch.float64)))
+
     def _step_loader(self):
         """Batches of the steps still to run, from this step on."""
-        dataset = StepBatches(self.schedule, self.data.train, self.tokenizer.pad_id)
+        dataset = self.task.step_batches()
         workers = dict(num_workers=self.num_workers, multiprocessing_context="spawn",
                        worker_init_fn=config.WorkerConfig()) if self.num_workers else {}
         return torch.utils.data.DataLoader(dataset, batch_size=None,
                                            sampler=range(self.step, self.num_steps), **workers)
 
-    def _forward(self, batch):
-        device = self.dist.device
-        rewards = compute_rewards(self.model, batch["tokens"].to(device),
-                                  batch["attention_mask"].to(device), right_padded=True)
-        n = rewards.shape[0] // 2
-        return rewards[:n].float(), rewards[n:].float(), batch["margin"].to(device)
-
     def _train_metrics(self, sums, tokens, elapsed, lr) -> dict:
         steps = self.step % self.log_every or self.log_every
         sums = sums.cpu()
-        n = len(METRIC_SUMS)  # sums[n] is the summed gradient norm of the window's steps
+        n = len(self.task.sum_names)  # sums[n]: the window's summed gradient norm
         grad_norm = float(sums[n]) / steps
         reduced = distributed.all_reduce_sum(torch.cat([sums[:n], torch.tensor([tokens])]))
-        metrics = metrics_from_sums(reduced[:n], "train")
+        metrics = self.task.metrics(reduced[:n], "train")
         metrics.update({"train/lr": lr, "train/grad_norm": grad_norm,
                         "train/tokens": int(reduced[n]),
                         "train/tokens_per_s": float(reduced[n]) / max(elapsed, 1e-9)})
@@ -355,4 +339,5 @@ def _due(step: int, every: int, last: bool) -> bool:
 
 def _fmt(metrics: dict) -> str:
     return " | ".join(f"{k.split('/')[-1]} {v:.4f}" if isinstance(v, float) else
+                      f"{k.split('/')[-1]} {v!r}" if isinstance(v, str) else
                       f"{k.split('/')[-1]} {v}" for k, v in metrics.items())

@@ -18,7 +18,7 @@ from typing import List, Sequence
 
 import gin
 
-from lib.config import provenance
+from lib.config import migrations, provenance
 from lib.config.checks import Table, validate
 from lib.config.errors import ConfigError, Problem, Where
 from lib.config.sources import Reader
@@ -79,7 +79,9 @@ def load(gin_files: Sequence[str], bindings: Sequence[str], *, builds: Sequence[
         reader.read_file(f)
     for i, b in enumerate(bindings):
         reader.read_binding(i, b)
-    table, problems, warnings = validate(reader.bindings, builds, world_size)
+    bindings, migrated = migrations.migrate(reader.bindings)
+    table, problems, warnings = validate(bindings, builds, world_size)
+    warnings = migrated + warnings
     if reader.problems or problems:
         raise ConfigError(reader.problems + problems)
     _apply(table)

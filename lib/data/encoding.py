@@ -12,7 +12,7 @@ preference and are dropped. Every decision is counted in EncodingStats.
 """
 
 import dataclasses
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from lib.data.sources import DataError, PreferencePair
 
@@ -25,6 +25,9 @@ class EncodedPair:
     rejected: List[int]
     margin: Optional[float]
     source: str
+    # Leading tokens of each side (chosen, rejected) that are prompt, not response: DPO sums
+    # log-probabilities over the rest. Truncation can shorten one side's prompt only.
+    prompt_lengths: Tuple[int, int] = (0, 0)
 
 
 @dataclasses.dataclass
@@ -52,6 +55,7 @@ def encode_pairs(pairs: Sequence[PreferencePair], tokenizer, max_length: int,
     for pair in pairs:
         prompt, chosen, rejected = _encode_sides(pair, tokenizer)
         sides = [prompt + chosen, prompt + rejected]
+        prompt_lengths = (len(prompt), len(prompt))
         if sides[0] == sides[1]:
             stats.dropped_identical += 1
             continue
@@ -65,12 +69,14 @@ def encode_pairs(pairs: Sequence[PreferencePair], tokenizer, max_length: int,
             if overlength_policy == "drop":
                 stats.dropped_over_length += 1
                 continue
-            sides = [_truncate(prompt, r, max_length) for r in (chosen, rejected)]
+            (c, c_prompt), (r, r_prompt) = (truncate(prompt, x, max_length)
+                                            for x in (chosen, rejected))
+            sides, prompt_lengths = [c, r], (c_prompt, r_prompt)
             if sides[0] == sides[1]:
                 stats.dropped_identical_after_truncation += 1
                 continue
             stats.truncated += 1
-        out.append(EncodedPair(sides[0], sides[1], pair.margin, pair.source))
+        out.append(EncodedPair(sides[0], sides[1], pair.margin, pair.source, prompt_lengths))
     stats.kept = len(out)
     return out, stats
 
@@ -92,13 +98,14 @@ def _encode_sides(pair: PreferencePair, tokenizer):
     return tokenizer.encode(prompt_text, add_bos=True, add_eos=False), *responses
 
 
-def _truncate(prompt: List[int], response: List[int], max_length: int) -> List[int]:
+def truncate(prompt: List[int], response: List[int], max_length: int):
+    """(prompt + response cut to max_length, the prompt tokens kept); see the module doc."""
     excess = len(prompt) + len(response) - max_length
     if excess <= 0:
-        return prompt + response
+        return prompt + response, len(prompt)
     keep_prompt = max(1, len(prompt) - excess)  # position 0 is BOS
     prompt = prompt[:1] + prompt[len(prompt) - keep_prompt + 1:] if keep_prompt > 1 else prompt[:1]
     room = max_length - len(prompt)
     if len(response) > room:
         response = response[:room - 1] + response[-1:]  # keep EOS last
-    return prompt + response
+    return prompt + response, len(prompt)

@@ -1,7 +1,8 @@
-"""Writing a trained reward model as a Hugging Face directory.
+"""Writing a trained model as a Hugging Face directory.
 
-`<dir>/model.safetensors` (the `*ForSequenceClassification` layout: `model.*` and
-`score.weight`), `config.json` (with num_labels=1 and the tokenizer's pad/bos/eos ids), and the
+`<dir>/model.safetensors` (the `*ForSequenceClassification` layout, `model.*` and
+`score.weight`, for a reward head; the `*ForCausalLM` layout, `model.*` and `lm_head.weight`
+unless tied, for an LM head), `config.json` (with the tokenizer's pad/bos/eos ids), and the
 tokenizer files the run used. Every rank takes part in gathering the full weights; rank 0
 writes.
 """
@@ -18,7 +19,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "generation_config.json")
 
 
-def export_hf(model, tokenizer, directory: pathlib.Path, is_main: bool) -> None:
+def export_hf(model, tokenizer, directory: pathlib.Path, is_main: bool, head: str) -> None:
     """Gathers the full state dict (a collective) and writes the HF directory on rank 0."""
     from safetensors.torch import save_file
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -27,13 +28,13 @@ def export_hf(model, tokenizer, directory: pathlib.Path, is_main: bool) -> None:
                                                                 cpu_offload=True))
     if not is_main:
         return
-    if tokenizer.pad_id == tokenizer.eos_id:
+    if head == "reward" and tokenizer.pad_id == tokenizer.eos_id:
         logging.warning("the tokenizer's pad id is its EOS id: transformers' classifier will "
                         "read the score one token before EOS; add a pad token to %s",
                         tokenizer.path)
     model_type, arch = model.hf_architecture
     convert = FAMILIES[model_type][1]
-    config = {**convert.hf_config(arch), "pad_token_id": tokenizer.pad_id,
+    config = {**convert.hf_config(arch, head), "pad_token_id": tokenizer.pad_id,
               "bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id,
               "torch_dtype": "float32"}
     state = convert.tune_to_hf({k: v.contiguous() for k, v in full.items()}, config)

@@ -1,10 +1,11 @@
-"""Reward models initialized from a local Hugging Face checkpoint directory.
+"""Models initialized from a local Hugging Face checkpoint directory, with either head.
 
 The directory holds config.json and *.safetensors (one file or an index of shards), as
-`save_pretrained` writes them. The family comes from config.json's `model_type`. A
-`*ForSequenceClassification` checkpoint brings its `score.weight` as the reward head; a base or
-causal-LM checkpoint gets a fresh head (its LM head, tied or not, is not used). Every other key
-must match exactly: there is no non-strict fallback.
+`save_pretrained` writes them. The family comes from config.json's `model_type`. With a reward
+head, a `*ForSequenceClassification` checkpoint brings its `score.weight`, and a base or
+causal-LM checkpoint gets a fresh head (its LM head is not used). With an LM head, the
+checkpoint's `lm_head.weight` is loaded, or the embedding is shared when config.json says
+`tie_word_embeddings`. Every other key must match exactly: there is no non-strict fallback.
 """
 
 import json
@@ -17,15 +18,15 @@ from lib.models.llama import convert as llama_convert
 from lib.models.qwen2 import convert as qwen2_convert
 
 FAMILIES = {
-    "llama": (llama.llama3_reward_model, llama_convert),
-    "qwen2": (qwen2.qwen2_reward_model, qwen2_convert),
+    "llama": (llama.llama3_model, llama_convert),
+    "qwen2": (qwen2.qwen2_model, qwen2_convert),
 }
 
 
 def _read_config(checkpoint_dir: str, model_type: str):
     """(directory, config.json contents); raises ConfigError naming what is wrong."""
     if model_type not in FAMILIES:
-        raise ConfigError(f"hf_reward_model.model_type={model_type!r}; supported: "
+        raise ConfigError(f"hf_model.model_type={model_type!r}; supported: "
                           f"{', '.join(sorted(FAMILIES))}")
     directory = resolve_path(checkpoint_dir, "HF checkpoint directory")
     path = directory / "config.json"
@@ -41,8 +42,8 @@ def _read_config(checkpoint_dir: str, model_type: str):
 
 def _check(view):
     try:
-        _read_config(view.get("hf_reward_model", "checkpoint_dir"),
-                     view.get("hf_reward_model", "model_type"))
+        _read_config(view.get("hf_model", "checkpoint_dir"),
+                     view.get("hf_model", "model_type"))
     except ConfigError as e:
         return [("checkpoint_dir", e.problems[0].message)]
     return []
@@ -57,11 +58,14 @@ def max_positions(checkpoint_dir: str, model_type: str):
         return None
 
 
-@configurable(check=_check, resume_sensitive=("checkpoint_dir", "model_type"))
-def hf_reward_model(checkpoint_dir: str, model_type: str, attn_dropout: float = 0.0):
-    """Builds a reward model from a local HF checkpoint directory and loads its weights.
+@configurable(caller_args=("head",), check=_check,
+              resume_sensitive=("checkpoint_dir", "model_type"))
+def hf_model(head: str, checkpoint_dir: str, model_type: str, attn_dropout: float = 0.0):
+    """Builds a model from a local HF checkpoint directory and loads its weights.
 
     Args:
+      head: passed by the Trainer from its task: "lm" (the checkpoint's LM head, or the tied
+        embedding) or "reward" (its score head, or a fresh one).
       checkpoint_dir: a local directory with config.json and *.safetensors (nothing is
         downloaded); relative paths resolve against the search roots.
       model_type: the family the config expects ("llama" or "qwen2"); a directory whose
@@ -71,12 +75,19 @@ def hf_reward_model(checkpoint_dir: str, model_type: str, attn_dropout: float = 
     directory, config = _read_config(checkpoint_dir, model_type)
     build, convert = FAMILIES[model_type]
     # Call the undecorated builder so this model's architecture comes from config.json alone.
-    model = build.__wrapped__(**convert.architecture_from_hf(config), attn_dropout=attn_dropout)
+    model = build.__wrapped__(head, **convert.architecture_from_hf(config),
+                              attn_dropout=attn_dropout)
     hf_state = load_safetensors(directory)
     score = hf_state.pop("score.weight", None)
-    hf_state.pop("lm_head.weight", None)
+    lm_head = hf_state.pop("lm_head.weight", None)
     state = convert.hf_to_tune(hf_state, config)
-    state["output.weight"] = score if score is not None else model.output.weight.detach()
+    if head == "reward":
+        state["output.weight"] = score if score is not None else model.output.weight.detach()
+    elif not config.get("tie_word_embeddings", False):
+        if lm_head is None:
+            raise ValueError(f"{directory}: no lm_head.weight and tie_word_embeddings is not "
+                             "set in config.json; a causal LM needs one or the other")
+        state["output.weight"] = lm_head
     model.load_state_dict(state, strict=True, assign=False)
     return model
 

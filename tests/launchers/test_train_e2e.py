@@ -54,7 +54,7 @@ def test_wandb_run_holds_the_flat_filterable_config(smoke_run):
     workdir, _ = smoke_run
     (record,) = (workdir / "wandb").glob("offline-run-*/run-*.wandb")
     data = record.read_bytes()
-    for key in (b"build_adamw/lr", b"Trainer/num_steps", b"llama3_reward_model/embed_dim"):
+    for key in (b"build_adamw/lr", b"Trainer/num_steps", b"llama3_model/embed_dim"):
         assert key in data
 
 

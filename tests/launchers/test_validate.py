@@ -57,9 +57,9 @@ BINDING_CASES = {
         "unknown reference @build_prefrence_data; did you mean: build_preference_data?"]),
     "macro_nothing_reads": (["LR=1e-4"], [
         "binding of macro 'LR' does nothing: no binding reads %LR; did you mean: lr?"]),
-    "configurable_never_built": (["qwen2_reward_model.num_layers=2"], [
-        "binding of qwen2_reward_model.num_layers does nothing: this config never builds "
-        "qwen2_reward_model"]),
+    "configurable_never_built": (["qwen2_model.num_layers=2"], [
+        "binding of qwen2_model.num_layers does nothing: this config never builds "
+        "qwen2_model"]),
     "passed_by_caller": (["build_adamw.model=1"], [
         "build_adamw.model is passed by the calling code, so a binding would be ignored"]),
     "unbalanced_quote": (["build_tokenizer.path='assets/demo"], [
@@ -78,7 +78,7 @@ BINDING_CASES = {
     "missing_data_file": (["build_preference_data.train_files=['nope.jsonl']"], [
         "train file 'nope.jsonl' not found"]),
     "max_length_beyond_model": (["build_preference_data.max_length=256"], [
-        "max_length=256 is longer than llama3_reward_model.max_seq_len=128"]),
+        "max_length=256 is longer than llama3_model.max_seq_len=128"]),
 }
 
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lib.models.llama import llama3_reward_model
-from lib.models.qwen2 import qwen2_reward_model
+from lib.models.llama import llama3_model
+from lib.models.qwen2 import qwen2_model
 
 ARCH = dict(vocab_size=64, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32,
             intermediate_dim=64, max_seq_len=64)
@@ -23,7 +23,7 @@ def _batch(seqs, pad_id, side):
 @pytest.fixture(params=["llama3", "qwen2"])
 def model(request):
     torch.manual_seed(0)
-    build = llama3_reward_model if request.param == "llama3" else qwen2_reward_model
+    build = llama3_model if request.param == "llama3" else qwen2_model
     return build.__wrapped__(**ARCH).eval()
 
 

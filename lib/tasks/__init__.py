@@ -1,0 +1,102 @@
+"""Tasks: what differs between training objectives, behind the one surface the Trainer uses.
+
+The Trainer (lib/trainer.py) owns the loop: steps, gradient accumulation, clipping, the
+finiteness check, the LR schedule, eval and checkpoint cadence, stop requests, logging and
+sharding. A task owns the rest, and the Trainer reaches it only through `Task`:
+
+    setup(tokenizer, dist_info, seed, batch sizes)   read its data, build the step schedule
+    model_head                                  "lm" or "reward": what the model builder attaches
+    prepare(model, workdir, resuming)           after the model is built, before training
+    step_batches()                              step -> this rank's collated micro-batches
+    micro_batch_loss(model, batch)              (loss sum to back-propagate, metric sums)
+    metrics(sums, prefix)                       metric sums -> named metrics
+    evaluate(model)                             eval metrics, exact at any world size
+    eval_samples(model)                         a few generated examples to show, or []
+    summary(), checkpoint_state(), export(...)
+
+A micro-batch is a dict with at least `num_tokens` (non-pad tokens, for tokens/s) and `weight`
+(the units its loss sums over: pairs, or completion tokens). The Trainer divides each loss sum
+by the global batch's total weight, so the gradient is the mean over the global batch whatever
+the split into ranks and micro-batches. Adding a task touches no file of the loop.
+"""
+
+import pathlib
+from typing import List, Sequence
+
+import torch
+
+from lib import distributed
+from lib.data.batching import StepSchedule, eval_shard
+
+
+class Task:
+    """The base of every task: the schedule of training examples and default hooks."""
+
+    model_head = "lm"
+    sum_names: Sequence[str] = ()
+    # (label, metric name, format) shown on the console's progress line beside the loss.
+    progress: Sequence[tuple] = ()
+    # The eval metric names (without the "eval/" prefix) a best-checkpoint rule may name.
+    eval_metric_names: Sequence[str] = ()
+
+    def setup(self, tokenizer, dist_info, seed: int, global_batch_size: int,
+              micro_batch_size: int, eval_batch_size: int) -> None:
+        """Reads and encodes the data; builds the step schedule of the training set."""
+        self.tokenizer, self.dist = tokenizer, dist_info
+        self.eval_batch_size = eval_batch_size
+        self.data = self.build_data(tokenizer)
+        if not self.data.eval:
+            raise ValueError(f"{type(self).__name__}: no eval examples: give the data "
+                             "builder's eval_files or eval_fraction")
+        self.schedule = StepSchedule(len(self.data.train), global_batch_size, dist_info.rank,
+                                     dist_info.world_size, micro_batch_size, seed)
+
+    def build_data(self, tokenizer):
+        raise NotImplementedError
+
+    def summary(self) -> dict:
+        """Run-level facts for summary.json and W&B: data counts by default."""
+        return self.data.stats()
+
+    def prepare(self, model, workdir: pathlib.Path, resuming: bool) -> None:
+        """Called once the model is built and sharded, before any checkpoint is restored."""
+
+    def step_batches(self) -> torch.utils.data.Dataset:
+        raise NotImplementedError
+
+    def micro_batch_loss(self, model, batch: dict):
+        raise NotImplementedError
+
+    def metrics(self, sums: torch.Tensor, prefix: str) -> dict:
+        raise NotImplementedError
+
+    def evaluate(self, model) -> dict:
+        raise NotImplementedError
+
+    def eval_samples(self, model) -> List[dict]:
+        return []
+
+    def checkpoint_state(self) -> dict:
+        """JSON-able facts saved in trainer_state.json beside the weights."""
+        return {}
+
+    def export(self, model, tokenizer, directory: pathlib.Path, is_main: bool) -> None:
+        from lib.models.export import export_hf
+
+        export_hf(model, tokenizer, directory, is_main, self.model_head)
+
+    # -- shared by the tasks ------------------------------------------------------------------
+
+    def eval_batches(self, collate_fn):
+        """Yields (batch, weight) over this rank's share of the eval set: every rank the same
+        number of batches (FSDP needs every rank in each forward); a rank out of examples gets
+        a placeholder batch of weight 0."""
+        examples = self.data.eval
+        for indices in eval_shard(len(examples), self.dist.rank, self.dist.world_size,
+                                  self.eval_batch_size):
+            chosen = [examples[j] for j in indices] or examples[:1]
+            yield collate_fn(chosen), 1.0 if indices else 0.0
+
+    @staticmethod
+    def reduce(sums: torch.Tensor) -> torch.Tensor:
+        return distributed.all_reduce_sum(sums)
