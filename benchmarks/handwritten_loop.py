@@ -26,7 +26,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    from lib.data.batching import PairSchedule, collate
+    from lib.data.batching import StepSchedule, collate
     from lib.data.encoding import encode_pairs
     from lib.data.sources import read_pairs
     from lib.data.tokenizer import Tokenizer
@@ -35,7 +35,7 @@ def main(argv):
 
     tokenizer = Tokenizer(DEMO)
     pairs, _ = encode_pairs(read_pairs(FLAGS.data), tokenizer, FLAGS.max_length, "truncate")
-    schedule = PairSchedule(len(pairs), FLAGS.batch_size, 0, 1, FLAGS.batch_size, seed=0)
+    schedule = StepSchedule(len(pairs), FLAGS.batch_size, 0, 1, FLAGS.batch_size, seed=0)
     model, opt = build(FLAGS.num_layers, FLAGS.embed_dim, FLAGS.num_heads,
                        FLAGS.intermediate_dim, FLAGS.max_length, FLAGS.compile)
     times, tokens = [], []

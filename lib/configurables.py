@@ -4,6 +4,6 @@ Model builders import torchtune inside their bodies, so registering costs no tor
 """
 
 from lib import checkpointing, losses, optim, parallel, reporting, schedules, trainer  # noqa: F401
-from lib.data import preference_data, tokenizer  # noqa: F401
+from lib.data import preference_data, sft_data, tokenizer  # noqa: F401
 from lib.models import hf, llama, qwen2  # noqa: F401
-from lib.tasks import reward  # noqa: F401
+from lib.tasks import reward, sft  # noqa: F401

@@ -11,7 +11,7 @@ from lib.schedules import build_lr_schedule
 
 
 def _model():
-    return llama3_model.__wrapped__(vocab_size=32, num_layers=1, num_heads=2,
+    return llama3_model.__wrapped__("reward", vocab_size=32, num_layers=1, num_heads=2,
                                            num_kv_heads=1, embed_dim=16, intermediate_dim=32,
                                            max_seq_len=16)
 

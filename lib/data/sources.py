@@ -1,18 +1,29 @@
-"""Reading preference pairs from local JSONL and Parquet files.
+"""Reading rows from local data: JSONL, Parquet, and Hugging Face `datasets` datasets.
 
-Two row forms are accepted (other columns are ignored):
+A source is one of:
+- a `.jsonl` (or `.json` lines) or `.parquet` file;
+- a folder written by `datasets.Dataset.save_to_disk` (a `DatasetDict` folder needs its split:
+  `folder:train`);
+- `hf:NAME:SPLIT`, a dataset already in the local Hugging Face cache (read offline; nothing is
+  downloaded).
+`columns` maps our field names to a source's own ({"prompt": "instruction"}); other columns
+are ignored. A malformed row raises DataError naming the source and its 1-based row.
+
+Preference pairs come in two forms:
 - text: {"prompt": str, "chosen": str, "rejected": str}
-- conversational: {"prompt": [messages] (optional), "chosen": [messages], "rejected": [messages]},
-  each message {"role": "system" | "user" | "assistant", "content": str}.
+- conversational: "chosen" and "rejected" as lists of messages
+  {"role": "system" | "user" | "assistant", "content": str}, with the prompt either a list of
+  messages, absent (HH style: the messages both conversations share are the prompt), or a
+  string equal to the last shared user turn (UltraFeedback-binarized style).
 Either form may carry "margin": a finite number that the Bradley-Terry loss subtracts from the
-reward difference. A malformed row raises DataError naming the file and its 1-based row.
+reward difference.
 """
 
 import dataclasses
 import json
 import math
 import pathlib
-from typing import List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 Messages = List[dict]
 ROLES = ("system", "user", "assistant")
@@ -35,19 +46,95 @@ class PreferencePair:
         return isinstance(self.chosen, list)
 
 
-def read_pairs(path: pathlib.Path) -> List[PreferencePair]:
-    """Reads every row of a .jsonl or .parquet file into PreferencePairs."""
-    path = pathlib.Path(path)
-    if path.suffix in (".jsonl", ".json"):
-        rows = _jsonl_rows(path)
-    elif path.suffix == ".parquet":
-        rows = _parquet_rows(path)
+def read_pairs(source, columns: Optional[Dict[str, str]] = None) -> List[PreferencePair]:
+    """Reads every row of a source (see the module doc) into PreferencePairs."""
+    return [_to_pair(row, where) for row, where in read_rows(source, columns)]
+
+
+HF_PREFIX = "hf:"
+
+
+def is_dataset_spec(source: str) -> bool:
+    """Whether `source` names a cached Hugging Face dataset rather than a path."""
+    return str(source).startswith(HF_PREFIX)
+
+
+def read_rows(source, columns: Optional[Dict[str, str]] = None):
+    """[(row as a dict with our field names, "source:row")] of a source; DataError if empty."""
+    text = str(source)
+    if is_dataset_spec(text):
+        rows = _cached_dataset_rows(text)
     else:
-        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .jsonl or .parquet")
-    pairs = [_to_pair(row, f"{path}:{n}") for n, row in rows]
-    if not pairs:
-        raise DataError(f"{path}: no rows")
-    return pairs
+        path, split = _split_spec(pathlib.Path(text))
+        if path.is_dir():
+            rows = _saved_dataset_rows(path, split)
+        elif path.suffix in (".jsonl", ".json"):
+            rows = _jsonl_rows(path)
+        elif path.suffix == ".parquet":
+            rows = _parquet_rows(path)
+        else:
+            raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .jsonl, "
+                            ".parquet, a datasets save_to_disk folder, or hf:NAME:SPLIT")
+    out = [(_rename_columns(row, columns, f"{text}:{n}"), f"{text}:{n}") for n, row in rows]
+    if not out:
+        raise DataError(f"{text}: no rows")
+    return out
+
+
+def _split_spec(path: pathlib.Path):
+    """(folder, split) for 'folder:split' naming a DatasetDict split, else (path, None)."""
+    if not path.exists() and ":" in path.name:
+        folder, split = str(path).rsplit(":", 1)
+        if pathlib.Path(folder).is_dir():
+            return pathlib.Path(folder), split
+    return path, None
+
+
+def _rename_columns(row, columns, where):
+    if not columns or not isinstance(row, dict):
+        return row
+    missing = [theirs for theirs in columns.values() if theirs not in row]
+    if missing:
+        raise DataError(f"{where}: no column {missing[0]!r} (mapped by columns={columns}); "
+                        f"the row has {', '.join(sorted(row))}")
+    renamed = {k: v for k, v in row.items() if k not in columns.values()}
+    renamed.update({ours: row[theirs] for ours, theirs in columns.items()})
+    return renamed
+
+
+def _saved_dataset_rows(path: pathlib.Path, split: Optional[str]):
+    import datasets
+
+    try:
+        data = datasets.load_from_disk(str(path))
+    except Exception as e:
+        raise DataError(f"{path}: not a folder written by datasets' save_to_disk ({e})") from e
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise DataError(f"{path} holds the splits {', '.join(data)}; name one as "
+                            f"'{path}:{next(iter(data))}'")
+        data = data[split]
+    yield from enumerate(data, start=1)
+
+
+def _cached_dataset_rows(spec: str):
+    import os
+
+    parts = spec[len(HF_PREFIX):].rsplit(":", 1)
+    if len(parts) != 2 or not all(parts):
+        raise DataError(f"{spec}: write a cached Hugging Face dataset as hf:NAME:SPLIT, e.g. "
+                        "hf:trl-lib/ultrafeedback_binarized:train")
+    os.environ["HF_DATASETS_OFFLINE"] = "1"  # nothing is downloaded at run time
+    import datasets
+
+    try:
+        data = datasets.load_dataset(parts[0], split=parts[1])
+    except Exception as e:
+        raise DataError(f"{spec}: not in the local Hugging Face cache, or no split "
+                        f"{parts[1]!r} ({type(e).__name__}: {e}); datasets are read offline: "
+                        "download it once with datasets.load_dataset on a machine with "
+                        "network, or save_to_disk and give the folder") from e
+    yield from enumerate(data, start=1)
 
 
 def _jsonl_rows(path):
@@ -85,11 +172,13 @@ def _to_pair(row, where) -> PreferencePair:
             raise DataError(f"{where}: text rows need 'prompt' as a string, got "
                             f"{type(prompt).__name__}")
     elif isinstance(chosen, list) and isinstance(rejected, list):
-        prompt = [] if prompt is None else prompt
-        for key, msgs in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
-            _check_messages(msgs, f"{where}: {key!r}")
+        for key, msgs in (("chosen", chosen), ("rejected", rejected)):
+            check_messages(msgs, f"{where}: {key!r}")
         if not chosen or not rejected:
             raise DataError(f"{where}: 'chosen' and 'rejected' need at least one message")
+        if prompt is None or isinstance(prompt, str):
+            prompt, chosen, rejected = _split_shared_prompt(prompt, chosen, rejected, where)
+        check_messages(prompt, f"{where}: 'prompt'")
     else:
         raise DataError(f"{where}: 'chosen' and 'rejected' must both be strings (text form) or "
                         f"both be lists of {{role, content}} messages (conversational form); got "
@@ -97,7 +186,32 @@ def _to_pair(row, where) -> PreferencePair:
     return PreferencePair(prompt, chosen, rejected, _margin(row.get("margin"), where), where)
 
 
-def _check_messages(msgs, where):
+def _split_shared_prompt(prompt, chosen, rejected, where):
+    """(prompt messages, chosen reply, rejected reply) when the conversations carry the prompt.
+
+    The messages both conversations share are the prompt (HH style). A string prompt
+    (UltraFeedback-binarized style) must be the content of the last shared user turn.
+    """
+    shared = 0
+    while (shared < min(len(chosen), len(rejected)) - 1
+           and chosen[shared] == rejected[shared]):
+        shared += 1
+    if prompt is None:
+        return chosen[:shared], chosen[shared:], rejected[shared:]
+    users = [i for i in range(shared) if chosen[i]["role"] == "user"]
+    if not users:
+        raise DataError(f"{where}: 'prompt' is a string but the conversations share no user "
+                        "turn to match it; give 'prompt' as a list of messages, or put the "
+                        "user turn in both conversations")
+    last = users[-1]
+    if chosen[last]["content"].strip() != prompt.strip():
+        raise DataError(f"{where}: 'prompt' differs from the conversations' user turn "
+                        f"(message {last}): {prompt[:60]!r} vs "
+                        f"{chosen[last]['content'][:60]!r}; they must be the same text")
+    return chosen[:shared], chosen[shared:], rejected[shared:]
+
+
+def check_messages(msgs, where):
     if not isinstance(msgs, list):
         raise DataError(f"{where} must be a list of messages, got {type(msgs).__name__}")
     for i, m in enumerate(msgs):

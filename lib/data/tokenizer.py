@@ -61,6 +61,9 @@ class Tokenizer:
             text = text[len(self._bos_text):]  # chat templates often write BOS themselves
         return self._tt.encode(text, add_bos=add_bos, add_eos=add_eos)
 
+    def decode(self, ids: List[int]) -> str:
+        return self._tt.decode(ids)
+
     def render(self, messages: List[dict]) -> str:
         """Renders messages with the chat template (a jinja2 sandbox, as transformers does)."""
         if not self.chat_template:

@@ -12,7 +12,7 @@ from lib.models.llama import llama3_model
 @pytest.mark.parametrize("seq_len", [64, 256])
 def test_flops_per_token_matches_counted_forward_and_backward(seq_len):
     layers, dim, vocab = 2, 128, 512
-    model = llama3_model(vocab_size=vocab, num_layers=layers, num_heads=4,
+    model = llama3_model(head="reward", vocab_size=vocab, num_layers=layers, num_heads=4,
                                 num_kv_heads=4, embed_dim=dim, intermediate_dim=344,
                                 max_seq_len=seq_len)
     non_embedding = sum(p.numel() for p in model.parameters()) - vocab * dim

@@ -33,11 +33,11 @@ def test_export_scores_like_the_final_checkpoint(exported, tmp_path):
     assert sorted(p.name for p in hf_dir.iterdir()) == [
         "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
     dcp_to_torch_save(str(exported / "checkpoints" / "step_4"), str(tmp_path / "c.pt"))
-    trained = llama3_model.__wrapped__(**convert.architecture_from_hf(config))
+    trained = llama3_model.__wrapped__("reward", **convert.architecture_from_hf(config))
     trained.load_state_dict(torch.load(tmp_path / "c.pt", weights_only=False)["model"])
     tokens, mask = demo_batch(hf_dir)
     want = compute_rewards(trained.eval(), tokens, mask, right_padded=True)
-    ours = compute_rewards(hf_model.__wrapped__(str(hf_dir), "llama").eval(), tokens,
+    ours = compute_rewards(hf_model.__wrapped__("reward", str(hf_dir), "llama").eval(), tokens,
                            mask, right_padded=True)
     torch.testing.assert_close(ours, want)
 

@@ -44,11 +44,11 @@ def _make(name, directory):
 
 @torch.no_grad()
 def test_a_classifier_checkpoint_loads_with_the_same_scores(tmp_path):
-    family, hf_model = _make("qwen2-classifier", tmp_path)
+    family, theirs_model = _make("qwen2-classifier", tmp_path)
     tokens, mask = demo_batch(tmp_path)
-    ours = compute_rewards(hf_model.__wrapped__(str(tmp_path), family).eval(), tokens,
+    ours = compute_rewards(hf_model.__wrapped__("reward", str(tmp_path), family).eval(), tokens,
                            mask, right_padded=True)
-    theirs = hf_model.eval()(input_ids=tokens, attention_mask=mask.long()).logits[:, 0]
+    theirs = theirs_model.eval()(input_ids=tokens, attention_mask=mask.long()).logits[:, 0]
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
 
 
@@ -83,5 +83,5 @@ def test_train_from_transformers_checkpoint_and_export_back(tmp_path, name):
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(str(export)).eval()
     theirs = hf(input_ids=tokens, attention_mask=mask.long()).logits[:, 0]
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)
-    before = hf_model.__wrapped__(str(source), family).eval()
+    before = hf_model.__wrapped__("reward", str(source), family).eval()
     assert not torch.allclose(compute_rewards(before, tokens, mask, right_padded=True), ours)

@@ -24,7 +24,7 @@ def _batch(seqs, pad_id, side):
 def model(request):
     torch.manual_seed(0)
     build = llama3_model if request.param == "llama3" else qwen2_model
-    return build.__wrapped__(**ARCH).eval()
+    return build.__wrapped__("reward", **ARCH).eval()
 
 
 @torch.no_grad()
