@@ -3,7 +3,8 @@
 Model builders import torchtune inside their bodies, so registering costs no torchtune import.
 """
 
-from lib import checkpointing, losses, optim, parallel, reporting, schedules, trainer  # noqa: F401
+from lib import (checkpointing, dpo_losses, losses, optim, parallel, reporting,  # noqa: F401
+                 schedules, trainer)
 from lib.data import preference_data, sft_data, tokenizer  # noqa: F401
 from lib.models import hf, llama, qwen2  # noqa: F401
-from lib.tasks import reward, sft  # noqa: F401
+from lib.tasks import dpo, reward, sft  # noqa: F401

@@ -79,7 +79,10 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
                 logging.info("config changed since the checkpoint: %s", change)
         else:
             logging.info("fresh start: no checkpoint in %s", checkpointer.root)
-    trainer.prepare(resuming=bool(resume))
+    try:
+        trainer.prepare(resuming=bool(resume))
+    except ValueError as e:  # e.g. a DPO reference cache that does not fit this run
+        raise RunError(str(e), EXIT_CONFIG) from e
     state = trainer.restore(resume) if resume else {}
     distributed.barrier()
 

@@ -130,6 +130,7 @@ class Trainer:
                              f"embeds only {vocab}; raise the model's vocab_size")
         self.num_params = sum(p.numel() for p in model.parameters())
         self.init_info = initialization.load_initial(model, init_from) if init_from else {}
+        task.on_model_built(model)
         self.model = shard_fn(model, dist_info)
         self.sharded = parallel.is_sharded(self.model)
         self.optimizer = optimizer_fn(self.model)

@@ -69,6 +69,10 @@ class View:
             return self._table.resolve(entry.value)
         return registry.specs()[name].params[arg].default
 
+    def is_bound(self, name: str, arg: str) -> bool:
+        """Whether a file or flag binds `name.arg` (rather than leaving its default)."""
+        return ("", name, arg) in self._table.params
+
     def built(self, name: str) -> bool:
         return name in self._table.built
 

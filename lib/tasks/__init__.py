@@ -6,7 +6,8 @@ sharding. A task owns the rest, and the Trainer reaches it only through `Task`:
 
     setup(tokenizer, dist_info, seed, batch sizes)   read its data, build the step schedule
     model_head                                  "lm" or "reward": what the model builder attaches
-    prepare(model, workdir, resuming)           after the model is built, before training
+    on_model_built(model)                       the initial weights, before sharding
+    prepare(model, workdir, resuming)           after sharding, before a checkpoint is restored
     step_batches()                              step -> this rank's collated micro-batches
     micro_batch_loss(model, batch)              (loss sum to back-propagate, metric sums)
     metrics(sums, prefix)                       metric sums -> named metrics
@@ -58,6 +59,9 @@ class Task:
         """Run-level facts for summary.json and W&B: data counts by default."""
         return self.data.stats()
 
+    def on_model_built(self, model) -> None:
+        """Sees the full initial model on every rank (init_from applied), before sharding."""
+
     def prepare(self, model, workdir: pathlib.Path, resuming: bool) -> None:
         """Called once the model is built and sharded, before any checkpoint is restored."""
 
@@ -87,15 +91,16 @@ class Task:
 
     # -- shared by the tasks ------------------------------------------------------------------
 
-    def eval_batches(self, collate_fn):
+    def eval_batches(self, collate_fn, indexed: bool = False):
         """Yields (batch, weight) over this rank's share of the eval set: every rank the same
         number of batches (FSDP needs every rank in each forward); a rank out of examples gets
-        a placeholder batch of weight 0."""
+        a placeholder batch of weight 0. With `indexed`, collate_fn gets (index, example)."""
         examples = self.data.eval
         for indices in eval_shard(len(examples), self.dist.rank, self.dist.world_size,
                                   self.eval_batch_size):
-            chosen = [examples[j] for j in indices] or examples[:1]
-            yield collate_fn(chosen), 1.0 if indices else 0.0
+            items = [(j, examples[j]) for j in indices or [0]]
+            yield (collate_fn(items if indexed else [e for _, e in items]),
+                   1.0 if indices else 0.0)
 
     @staticmethod
     def reduce(sums: torch.Tensor) -> torch.Tensor:
