@@ -54,7 +54,7 @@ BINDING_CASES = {
     "undefined_macro": (["build_adamw.weight_decay=%wd"], [
         "undefined macro %wd; defined macros: lr"]),
     "unknown_reference": (["reward_task.data_fn=@build_prefrence_data"], [
-        "unknown reference @build_prefrence_data; did you mean: build_preference_data?"]),
+        "unknown reference @build_prefrence_data; did you mean: build_preference_data"]),
     "macro_nothing_reads": (["LR=1e-4"], [
         "binding of macro 'LR' does nothing: no binding reads %LR; did you mean: lr?"]),
     "configurable_never_built": (["qwen2_model.num_layers=2"], [

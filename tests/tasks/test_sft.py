@@ -1,0 +1,125 @@
+"""SFT: completion-only targets, the data forms, and a loss that no batch split changes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lib.data.sft_data import SFTExample, encode_examples, parse_row
+from lib.data.sources import DataError, read_rows
+from lib.models.logprobs import IGNORE
+from lib.tasks.sft import collate_examples
+from tests.conftest import REPO
+
+
+def test_targets_cover_the_completion_and_eos_only():
+    batch = collate_examples([SFTExample([1, 10, 11, 20, 21, 2], 3, "a"),
+                              SFTExample([1, 12, 22, 2], 2, "b")], pad_id=0,
+                             train_on_prompt=False)
+    assert batch["tokens"].tolist() == [[1, 10, 11, 20, 21, 2], [1, 12, 22, 2, 0, 0]]
+    # position t predicts token t + 1; only completion tokens (and EOS) are targets
+    assert batch["targets"].tolist() == [[IGNORE, IGNORE, 20, 21, 2, IGNORE],
+                                         [IGNORE, 22, 2, IGNORE, IGNORE, IGNORE]]
+    assert batch["weight"] == 5 and batch["num_tokens"] == 10
+    everything = collate_examples([SFTExample([1, 10, 11, 20, 2], 3, "a")], 0, True)
+    assert everything["targets"].tolist() == [[10, 11, 20, 2, IGNORE]]
+
+
+def test_row_forms(tmp_path):
+    msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"}]
+    assert parse_row({"prompt": "Q", "completion": "A"}, "x") == ("Q", "A")
+    assert parse_row({"messages": msgs}, "x") == (msgs[:2], msgs[2:])
+    assert parse_row({"prompt": msgs[:2], "completion": msgs[2:]}, "x") == (msgs[:2], msgs[2:])
+    with pytest.raises(DataError, match=r"x: 'messages' has no assistant message"):
+        parse_row({"messages": msgs[:2]}, "x")
+    with pytest.raises(DataError, match=r"x: expected 'prompt' and 'completion'"):
+        parse_row({"prompt": "Q", "answer": "A"}, "x")
+
+
+def test_a_column_mapping_and_a_saved_dataset_folder(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = [{"instruction": "Q1", "output": "A1"}, {"instruction": "Q2", "output": "A2"}]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(
+        tmp_path / "ds")
+    got = read_rows(f"{tmp_path / 'ds'}:train", {"prompt": "instruction", "completion": "output"})
+    assert [parse_row(r, w) for r, w in got] == [("Q1", "A1"), ("Q2", "A2")]
+    assert got[1][1] == f"{tmp_path / 'ds'}:train:2"
+    with pytest.raises(DataError, match="holds the splits train; name one"):
+        read_rows(tmp_path / "ds")
+    with pytest.raises(DataError, match=r":1: no column 'answer'"):
+        read_rows(f"{tmp_path / 'ds'}:train", {"completion": "answer"})
+
+
+def test_a_dataset_missing_from_the_local_cache_is_named(tmp_path, monkeypatch):
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(DataError, match="hf:nobody/nothing:train: not in the local Hugging"):
+        read_rows("hf:nobody/nothing:train")
+
+
+def test_truncation_cuts_the_prompt_first_then_the_completion_without_eos(demo_tokenizer):
+    rows = [("What should I know about gardening and cooking and cycling today?",
+             "Sure! For gardening, water the tomatoes early in the morning.", "r:1"),
+            ("Q", "", "r:2")]
+    full, _ = encode_examples(rows[:1], demo_tokenizer, 512, "error")
+    n_prompt = full[0].prompt_length
+    cut, stats = encode_examples(rows, demo_tokenizer, n_prompt + 3, "truncate")
+    assert stats.truncated == 1 and stats.dropped_empty_completion == 1 and stats.kept == 1
+    (example,) = cut
+    assert len(example.tokens) == n_prompt + 3 and example.tokens[0] == demo_tokenizer.bos_id
+    completion = full[0].tokens[n_prompt:]
+    assert example.tokens[example.prompt_length:] == completion[:len(example.tokens)
+                                                                - example.prompt_length]
+    assert example.tokens[-1] != demo_tokenizer.eos_id
+    tight, _ = encode_examples(rows[:1], demo_tokenizer, 6, "truncate")
+    assert tight[0].prompt_length == 1 and len(tight[0].tokens) == 6  # BOS, then completion
+    with pytest.raises(DataError, match="r:1: .* longer than max_length=6"):
+        encode_examples(rows[:1], demo_tokenizer, 6, "error")
+
+
+SPLITS = {"one batch": (1, 4, 4), "1 rank x 4 micro-batches": (1, 4, 1),
+          "2 ranks x 2 micro-batches": (2, 4, 1)}
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_the_loss_and_gradients_do_not_depend_on_the_batch_split(tmp_path):
+    """The mean over the global batch's completion tokens, whatever the split (to 1e-6)."""
+    results = {}
+    for name, (nproc, global_batch, micro) in SPLITS.items():
+        out = tmp_path / f"{nproc}-{micro}.pt"
+        args = ["--gin_file=gin/sft.gin", f"--gin_bindings=Trainer.global_batch_size={global_batch}",
+                f"--gin_bindings=Trainer.micro_batch_size={micro}",
+                "--gin_bindings=Trainer.max_grad_norm=0.0"]
+        launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                     f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable])
+        proc = subprocess.run([*launcher, str(REPO / "tests/tasks/step_probe.py"), str(out),
+                               *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[name] = torch.load(out, weights_only=False)
+    want = results["one batch"]
+    # Examples differ in length, so a mean of per-micro-batch means would differ here.
+    assert want["metrics"]["train/tokens"] > 0
+    for name, got in results.items():
+        assert got["metrics"]["train/tokens"] == want["metrics"]["train/tokens"], name
+        assert got["metrics"]["train/loss"] == pytest.approx(want["metrics"]["train/loss"],
+                                                            abs=1e-6), name
+        for key, grad in want["grads"].items():
+            torch.testing.assert_close(got["grads"][key], grad, atol=1e-6, rtol=1e-5,
+                                       msg=f"{name}: {key}")
+
+
+def test_the_sft_demo_config_reads_prompts_and_chosen_replies(search_roots):
+    from launchers.train import BUILDS
+    from lib import config
+
+    cfg = config.load(["gin/sft.gin"], [], builds=BUILDS)
+    text = cfg.effective_text()
+    assert "Trainer.task = @sft_task()" in text
+    assert "build_sft_data.columns = {'completion': 'chosen'}" in text
+    first = json.loads((REPO / "assets/demo/train.jsonl").read_text().splitlines()[0])
+    (row, _), = read_rows(REPO / "assets/demo/train.jsonl", {"completion": "chosen"})[:1]
+    assert parse_row(row, "x") == (first["prompt"], first["chosen"])
