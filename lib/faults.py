@@ -1,8 +1,9 @@
 """Crash points for the fault-injection tests (tests/test_checkpointing.py).
 
 GINTUNE_CRASH_AT=<point>:<step> makes this process SIGKILL itself when it reaches that point at
-that step, so a test can kill a run at an exact moment of a save or of the loop. Unset, a crash
-point costs one string comparison.
+that step, so a test can kill a run at an exact moment of a save or of the loop.
+GINTUNE_SIGNAL_AT=<point>:<step> sends it SIGTERM there instead: a preemption that lands at a
+known step. Unset, a crash point costs two string comparisons.
 """
 
 import os
@@ -11,8 +12,11 @@ import signal
 POINTS = ("partial_created", "shards_written", "state_written", "marker_written", "renamed",
           "old_removed", "step_end")
 _TARGET = os.environ.get("GINTUNE_CRASH_AT", "")
+_SIGNAL = os.environ.get("GINTUNE_SIGNAL_AT", "")
 
 
 def crash_point(point: str, step: int) -> None:
     if _TARGET and _TARGET == f"{point}:{step}":
         os.kill(os.getpid(), signal.SIGKILL)
+    if _SIGNAL and _SIGNAL == f"{point}:{step}":
+        os.kill(os.getpid(), signal.SIGTERM)

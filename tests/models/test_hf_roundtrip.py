@@ -29,7 +29,10 @@ CHECKPOINTS = {
     "qwen2-classifier": ("qwen2", transformers.Qwen2Config,
                          transformers.Qwen2ForSequenceClassification,
                          dict(rope_theta=1000000.0, tie_word_embeddings=True)),
+    "qwen2-causal-tied": ("qwen2", transformers.Qwen2Config, transformers.Qwen2ForCausalLM,
+                          dict(rope_theta=1000000.0, tie_word_embeddings=True)),
 }
+EXPERIMENTS = {"llama": "llama3_2_1b", "qwen2": "qwen2_5_0_5b"}
 
 
 def _make(name, directory):
@@ -52,12 +55,12 @@ def test_a_classifier_checkpoint_loads_with_the_same_scores(tmp_path):
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(CHECKPOINTS))
+@pytest.mark.parametrize("name", ["llama-base", "qwen2-classifier"])
 @torch.no_grad()
 def test_train_from_transformers_checkpoint_and_export_back(tmp_path, name):
     source = tmp_path / "source"
     family, _ = _make(name, source)
-    experiment = {"llama": "llama3_2_1b", "qwen2": "qwen2_5_0_5b"}[family]
+    experiment = EXPERIMENTS[family]
     workdir = tmp_path / "run"
     proc = run_launcher([
         f"--gin_file=gin/experiments/{experiment}_reward.gin", "--gin_file=gin/debug/smoke.gin",
@@ -75,7 +78,7 @@ def test_train_from_transformers_checkpoint_and_export_back(tmp_path, name):
 
     dcp_to_torch_save(str(workdir / "checkpoints" / "step_4"), str(tmp_path / "c.pt"))
     build, convert = FAMILIES[family]
-    trained = build.__wrapped__(**convert.architecture_from_hf(
+    trained = build.__wrapped__("reward", **convert.architecture_from_hf(
         json.loads((source / "config.json").read_text())))
     trained.load_state_dict(torch.load(tmp_path / "c.pt", weights_only=False)["model"])
     tokens, mask = demo_batch(export)
@@ -85,3 +88,44 @@ def test_train_from_transformers_checkpoint_and_export_back(tmp_path, name):
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)
     before = hf_model.__wrapped__("reward", str(source), family).eval()
     assert not torch.allclose(compute_rewards(before, tokens, mask, right_padded=True), ours)
+
+
+@pytest.mark.parametrize("name", ["llama-base", "qwen2-causal-tied"])
+@torch.no_grad()
+def test_sft_from_transformers_checkpoint_exports_a_causal_lm_with_the_same_logits(tmp_path,
+                                                                                   name):
+    """Untied (Llama 3.2 style) and tied (Qwen2.5 style) LM heads, both ways."""
+    source = tmp_path / "source"
+    family, original = _make(name, source)
+    tokens, _ = demo_batch(source)
+    loaded = hf_model.__wrapped__("lm", str(source), family).eval()
+    # The transformers-made tiny Llama 3.2 (scaled RoPE) loads to 1e-4 only: our logits differ
+    # from transformers' by up to 8e-5 on it (2e-7 with unscaled RoPE; the cause is not pinned
+    # down yet). Our own export below matches transformers to 1e-5 in both families.
+    tolerance = 1e-4 if family == "llama" else 1e-5
+    torch.testing.assert_close(loaded(tokens), original.eval()(input_ids=tokens).logits,
+                               atol=tolerance, rtol=1e-5)
+    workdir = tmp_path / "run"
+    proc = run_launcher([
+        f"--gin_file=gin/experiments/{EXPERIMENTS[family]}_sft.gin",
+        "--gin_file=gin/debug/smoke.gin", f"--gin_bindings=hf_checkpoint_dir='{source}'",
+        f"--gin_bindings=train_files=['{DEMO / 'train.jsonl'}']",
+        f"--gin_bindings=eval_files=['{DEMO / 'eval.jsonl'}']",
+        "--gin_bindings=build_sft_data.columns={'completion': 'chosen'}",
+        "--gin_bindings=build_sft_data.max_length=128", "--gin_bindings=lr=1e-3",
+        "--gin_bindings=fsdp.param_dtype='float32'", "--gin_bindings=Trainer.export_hf=True",
+        "--gin_bindings=RunLogger.use_wandb=False", f"--workdir={workdir}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    export = workdir / "hf"
+    config = json.loads((export / "config.json").read_text())
+    assert config["architectures"][0].endswith("ForCausalLM") and "num_labels" not in config
+    assert config["tie_word_embeddings"] == (name == "qwen2-causal-tied")
+    dcp_to_torch_save(str(workdir / "checkpoints" / "step_4"), str(tmp_path / "c.pt"))
+    build, convert = FAMILIES[family]
+    trained = build.__wrapped__("lm", **convert.architecture_from_hf(
+        json.loads((source / "config.json").read_text())))
+    trained.load_state_dict(torch.load(tmp_path / "c.pt", weights_only=False)["model"])
+    ours = trained.eval()(tokens)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(export)).eval()
+    torch.testing.assert_close(hf(input_ids=tokens).logits, ours, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(loaded(tokens), ours)
