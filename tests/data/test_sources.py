@@ -69,3 +69,50 @@ def test_unknown_file_type_and_empty_file(tmp_path):
         read_pairs(tmp_path / "x.csv")
     with pytest.raises(DataError, match="no rows"):
         read_pairs(_write_jsonl(tmp_path / "empty.jsonl", []))
+
+
+def _msgs(*pairs):
+    return [{"role": role, "content": content} for role, content in pairs]
+
+
+def test_ultrafeedback_binarized_rows_split_at_the_user_turn(tmp_path):
+    """A string prompt plus conversations that already hold the user turn."""
+    f = _write_jsonl(tmp_path / "uf.jsonl", [{
+        "prompt": "What is 2+2?",
+        "chosen": _msgs(("user", "What is 2+2?"), ("assistant", "4")),
+        "rejected": _msgs(("user", "What is 2+2?"), ("assistant", "5")),
+        "score_chosen": 9.0}])
+    (pair,) = read_pairs(f)
+    assert pair.prompt == _msgs(("user", "What is 2+2?"))
+    assert pair.chosen == _msgs(("assistant", "4")) and pair.rejected == _msgs(("assistant", "5"))
+
+
+def test_hh_rows_take_the_shared_turns_as_the_prompt(tmp_path):
+    shared = [("user", "hi"), ("assistant", "hello"), ("user", "tell me a joke")]
+    f = _write_jsonl(tmp_path / "hh.jsonl", [{
+        "chosen": _msgs(*shared, ("assistant", "a good joke")),
+        "rejected": _msgs(*shared, ("assistant", "no"))}])
+    (pair,) = read_pairs(f)
+    assert pair.prompt == _msgs(*shared)
+    assert pair.chosen == _msgs(("assistant", "a good joke"))
+
+
+def test_a_string_prompt_that_is_not_the_user_turn_is_refused_with_both_texts(tmp_path):
+    f = _write_jsonl(tmp_path / "bad.jsonl", [{
+        "prompt": "What is 3+3?",
+        "chosen": _msgs(("user", "What is 2+2?"), ("assistant", "4")),
+        "rejected": _msgs(("user", "What is 2+2?"), ("assistant", "5"))}])
+    with pytest.raises(DataError, match=r"bad.jsonl:1: 'prompt' differs from the conversations' "
+                       r"user turn \(message 0\): 'What is 3\+3\?' vs 'What is 2\+2\?'"):
+        read_pairs(f)
+
+
+def test_each_layout_reads_from_parquet_and_a_saved_dataset(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = [{"question": "Q", "good": "yes", "bad": "no"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "p.parquet")
+    datasets.Dataset.from_list(rows).save_to_disk(tmp_path / "saved")
+    columns = {"prompt": "question", "chosen": "good", "rejected": "bad"}
+    for source in (tmp_path / "p.parquet", tmp_path / "saved"):
+        (pair,) = read_pairs(source, columns)
+        assert (pair.prompt, pair.chosen, pair.rejected) == ("Q", "yes", "no")
