@@ -53,6 +53,16 @@ def test_a_column_mapping_and_a_saved_dataset_folder(tmp_path):
         read_rows(f"{tmp_path / 'ds'}:train", {"completion": "answer"})
 
 
+def test_a_dataset_by_name_and_split_through_datasets_offline(tmp_path, monkeypatch):
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "cache"))
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "train.jsonl").write_text(json.dumps({"prompt": "Q", "completion": "A"})
+                                                    + "\n")
+    ((row, where),) = read_rows(f"hf:{tmp_path / 'local'}:train")
+    assert parse_row(row, where) == ("Q", "A") and where == f"hf:{tmp_path / 'local'}:train:1"
+
+
 def test_a_dataset_missing_from_the_local_cache_is_named(tmp_path, monkeypatch):
     pytest.importorskip("datasets")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
