@@ -124,8 +124,14 @@ def _cached_dataset_rows(spec: str):
     if len(parts) != 2 or not all(parts):
         raise DataError(f"{spec}: write a cached Hugging Face dataset as hf:NAME:SPLIT, e.g. "
                         "hf:trl-lib/ultrafeedback_binarized:train")
-    os.environ["HF_DATASETS_OFFLINE"] = "1"  # nothing is downloaded at run time
+    os.environ["HF_DATASETS_OFFLINE"] = os.environ["HF_HUB_OFFLINE"] = "1"
     import datasets
+    import huggingface_hub.constants
+
+    # Nothing is downloaded at run time; the flags are also read at import, which may have
+    # happened before this call.
+    datasets.config.HF_DATASETS_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
 
     try:
         data = datasets.load_dataset(parts[0], split=parts[1])

@@ -133,3 +133,20 @@ def test_the_sft_demo_config_reads_prompts_and_chosen_replies(search_roots):
     first = json.loads((REPO / "assets/demo/train.jsonl").read_text().splitlines()[0])
     (row, _), = read_rows(REPO / "assets/demo/train.jsonl", {"completion": "chosen"})[:1]
     assert parse_row(row, "x") == (first["prompt"], first["chosen"])
+
+
+@pytest.mark.slow
+def test_eval_samples_reach_the_console_metrics_and_wandb(tmp_path):
+    from tests.conftest import run_launcher
+
+    workdir = tmp_path / "w"
+    proc = run_launcher(["--gin_file=gin/sft.gin", "--gin_file=gin/debug/smoke.gin",
+                         "--gin_bindings=sft_task.num_samples=2", f"--workdir={workdir}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("sample @ step 4 | prompt ") == 2
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    samples = [r for r in records if "eval/samples" in r]
+    assert [r["step"] for r in samples] == [2, 4]
+    assert set(samples[-1]["eval/samples"][0]) == {"prompt", "completion", "reference"}
+    (record,) = (workdir / "wandb").glob("offline-run-*/run-*.wandb")
+    assert b"eval/samples" in record.read_bytes()
