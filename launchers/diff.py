@@ -25,7 +25,32 @@ def diff_text(a: pathlib.Path, b: pathlib.Path) -> str:
         lines.append(f"  + {_side(vb, wb, key)}")
     if len(lines) == 2:
         lines.append("(the same config)")
+    lines += _snippet_lines(a, b)
     return "\n".join(lines)
+
+
+def _run_dir(path: pathlib.Path) -> pathlib.Path:
+    """The run folder of a run, checkpoint or operative_config.gin path."""
+    folder = path.parent if path.is_file() else path
+    return folder.parent.parent if folder.parent.name == "checkpoints" else folder
+
+
+def _snippet_lines(a: pathlib.Path, b: pathlib.Path):
+    """The .gin files whose content differs between the two runs' latest launches."""
+    from lib.config import copies
+
+    fa, fb = copies.latest(_run_dir(a)), copies.latest(_run_dir(b))
+    if not fa or not fb:
+        return []
+    out = []
+    for name in sorted(set(fa) | set(fb)):
+        ea, eb = fa.get(name), fb.get(name)
+        if ea and eb and ea["sha256"] == eb["sha256"]:
+            continue
+        show = lambda e: (f"{e['sha256'][:12]} under {e['root']} (copy: {e['copy']})"  # noqa
+                          if e else "(not read)")
+        out += [f"snippet {name}: content differs", f"  - {show(ea)}", f"  + {show(eb)}"]
+    return out or ["(the same .gin file contents)"]
 
 
 def _config_file(path: pathlib.Path) -> pathlib.Path:

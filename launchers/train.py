@@ -20,7 +20,8 @@ flags.DEFINE_multi_string("gin_file", [], "A .gin file; repeat to apply several 
 flags.DEFINE_multi_string("gin_bindings", [], "A binding such as 'lr=1e-4'; repeatable, applied "
                           "after the files in order.")
 flags.DEFINE_multi_string("gin_search_path", [], "Where relative --gin_file, include and data "
-                          "paths resolve, in order (default: the repository root).")
+                          "paths resolve, in order, before the directories of $GINTUNE_GIN_PATH "
+                          "and, always last, the repository root.")
 flags.DEFINE_string("workdir", None, "Where the run's files go (default: "
                     "runs/<config name>-<timestamp>).")
 flags.DEFINE_bool("validate_only", False, "Check the config, print it with the provenance of "
@@ -41,7 +42,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from lib import config
 
-    config.set_search_roots(FLAGS.gin_search_path or [config.REPO_ROOT])
+    config.set_search_roots(config.search_path(FLAGS.gin_search_path))
     if not FLAGS.gin_file:
         _fail("give at least one --gin_file, e.g. --gin_file=gin/reward.gin")
     try:

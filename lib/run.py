@@ -19,6 +19,7 @@ from absl import logging
 
 from lib import config, distributed, reporting, run_info
 from lib.checkpointing import CONFIG_FILE, Checkpointer
+from lib.config import copies
 from lib.config.diff import diff
 from lib.trainer import NonFiniteLossError, Preempted, Trainer
 
@@ -73,6 +74,7 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
         logging.info("workdir: %s", workdir)
         run_info.write(workdir / "run_info.json",
                        run_info.collect(argv, dist_info.world_size, config.REPO_ROOT))
+        copies.write(workdir, cfg.files, cfg.roots)
         if resume:
             logging.info("resuming from %s", resume)
             for change in changes:

@@ -39,6 +39,7 @@ class LoadedConfig:
     table: Table
     warnings: List[str]
     files: List[pathlib.Path]
+    roots: List[pathlib.Path] = dataclasses.field(default_factory=list)
 
     def effective_text(self) -> str:
         """Every parameter of every configurable that will be built, with provenance."""
@@ -51,6 +52,22 @@ class LoadedConfig:
         """
         operative = dict(gin.config._OPERATIVE_CONFIG)
         return provenance.render(*provenance.rows_from_operative(self.table, operative))
+
+
+SEARCH_PATH_ENV = "GINTUNE_GIN_PATH"
+
+
+def search_path(flags: Sequence[str]) -> List[pathlib.Path]:
+    """The search roots: --gin_search_path flags in order, then the directories of
+    $GINTUNE_GIN_PATH (a team's shared snippets, os.pathsep-separated), then the repository
+    root, which stays reachable whatever is added (each root once, first place kept)."""
+    env = [d for d in os.environ.get(SEARCH_PATH_ENV, "").split(os.pathsep) if d]
+    roots = []
+    for r in [*flags, *env, REPO_ROOT]:
+        path = pathlib.Path(os.path.expanduser(str(r))).resolve()
+        if path not in roots:
+            roots.append(path)
+    return roots
 
 
 def set_search_roots(roots: Sequence[os.PathLike]) -> None:
@@ -82,10 +99,19 @@ def load(gin_files: Sequence[str], bindings: Sequence[str], *, builds: Sequence[
     bindings, migrated = migrations.migrate(reader.bindings)
     table, problems, warnings = validate(bindings, builds, world_size)
     warnings = migrated + warnings
+    if reader.missing_files:
+        # A file that was not read leaves its bindings unset: report what follows from that
+        # once, as a count, rather than as problems of their own.
+        following = [p for p in problems if p.follows_from_missing_bindings]
+        problems = [p for p in problems if not p.follows_from_missing_bindings]
+        if following:
+            problems.append(Problem(None, (
+                f"{len(following)} more problem(s), such as unset required values, may follow "
+                "from the file(s) not found above; fix those first")))
     if reader.problems or problems:
         raise ConfigError(reader.problems + problems)
     _apply(table)
-    return LoadedConfig(table, warnings, reader.files)
+    return LoadedConfig(table, warnings, reader.files, list(reader.roots))
 
 
 def _apply(table: Table) -> None:

@@ -191,7 +191,8 @@ def _check_references(table: Table, specs) -> List[Problem]:
             elif isinstance(item, Macro) and item != REQUIRED and item.name not in table.macros:
                 defined = sorted(table.macros)
                 problems.append(Problem(entry.where, f"undefined macro {item!r}" + _suggest(
-                    item.name, defined, f"defined macros: {', '.join(defined) or 'none'}")))
+                    item.name, defined, f"defined macros: {', '.join(defined) or 'none'}"),
+                    follows_from_missing_bindings=True))
     return problems
 
 
@@ -204,11 +205,13 @@ def _check_macros(table: Table) -> List[Problem]:
             problems.append(Problem(entry.where, (
                 f"binding of macro {name!r} does nothing: no binding reads %{name}"
                 + _suggest(name, (read | set(table.macros)) - {name},
-                           f"macros in use: {', '.join(sorted(read)) or 'none'}"))))
+                           f"macros in use: {', '.join(sorted(read)) or 'none'}")),
+                follows_from_missing_bindings=True))
         elif table.resolve(Macro(name)) == REQUIRED:
             problems.append(Problem(entry.where, (
                 f"required macro {name!r} is not set; set it with "
-                f"--gin_bindings=\"{name}=...\" (a quoted string for a path)")))
+                f"--gin_bindings=\"{name}=...\" (a quoted string for a path)"),
+                follows_from_missing_bindings=True))
     return problems
 
 
@@ -240,7 +243,8 @@ def _check_values(table: Table, specs) -> List[Problem]:
             if isinstance(entry.value, Macro) and entry.value != REQUIRED:
                 continue  # reported once, as the required macro left unset
             problems.append(Problem(entry.where, f"{name}.{arg} is required (%gin.REQUIRED) "
-                                    "and not set by any later file or --gin_bindings"))
+                                    "and not set by any later file or --gin_bindings",
+                                    follows_from_missing_bindings=True))
             continue
         bad = mismatch(value, specs[name].params[arg].annotation)
         if bad:
@@ -253,7 +257,8 @@ def _check_values(table: Table, specs) -> List[Problem]:
             if p.required and arg not in spec.caller_args and ("", name, arg) not in table.params:
                 problems.append(Problem(None, (
                     f"{name}.{arg} has no default and is not bound: add "
-                    f"'{name}.{arg} = ...' to a .gin file or --gin_bindings")))
+                    f"'{name}.{arg} = ...' to a .gin file or --gin_bindings"),
+                    follows_from_missing_bindings=True))
     return problems
 
 

@@ -23,6 +23,8 @@ DEFAULT = Where("default")
 class Problem:
     where: Optional[Where]
     message: str
+    # A value left unset or unread, which a file that could not be read may explain.
+    follows_from_missing_bindings: bool = False
 
     def __str__(self) -> str:
         head = f"{self.where}: {self.message}" if self.where else self.message

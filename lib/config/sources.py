@@ -66,6 +66,7 @@ class Reader:
         self.bindings: List[Binding] = []
         self.problems: List[Problem] = []
         self.files: List[pathlib.Path] = []
+        self.missing_files: List[str] = []  # --gin_file and include names not found
 
     def read_file(self, path: str) -> None:
         """A --gin_file: absolute, or relative to the search roots in order, then the working
@@ -75,6 +76,7 @@ class Reader:
             pathlib.Path.cwd() / p]
         found = next((c for c in candidates if c.exists()), None)
         if found is None:
+            self.missing_files.append(path)
             self.problems.append(Problem(Where("--gin_file"), (
                 f"--gin_file {path!r} not found; looked in: "
                 + ", ".join(str(c) for c in candidates))))
@@ -149,10 +151,12 @@ class Reader:
         candidates = [p] if p.is_absolute() else [r / p for r in self.roots]
         found = next((c.resolve() for c in candidates if c.is_file()), None)
         if found is None:
+            self.missing_files.append(filename)
             self.problems.append(Problem(where, (
                 f"include {filename!r} not found; looked in: "
                 + ", ".join(str(c) for c in candidates)
-                + " (includes resolve against --gin_search_path, not the working directory)")))
+                + " (includes resolve against --gin_search_path, $GINTUNE_GIN_PATH and the "
+                "repository root, not the working directory)")))
         elif found in stack:
             chain = " -> ".join(self.display(s) for s in stack + (found,))
             self.problems.append(Problem(where, f"include cycle: {chain}"))

@@ -93,7 +93,7 @@ FILE_CASES = {
         "bad.gin:2: Trainer.seed is bound twice in", "(first at line 1); keep one"]),
     "missing_include": ("include 'gin/no_such.gin'\n", [
         "bad.gin:1: include 'gin/no_such.gin' not found",
-        "includes resolve against --gin_search_path, not the working directory"]),
+        "includes resolve against --gin_search_path, $GINTUNE_GIN_PATH and the repository root"]),
     "malformed_syntax": ("Trainer.seed = = 3\n", ["bad.gin:1: malformed: Unable to parse value"]),
     "unclosed_bracket_in_file": ("Trainer.seed = 1\nbuild_adamw.betas = (0.9,\n  0.99\n", [
         "bad.gin:2: malformed: a '(' bracket opened here is never closed"]),
