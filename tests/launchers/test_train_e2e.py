@@ -10,6 +10,7 @@ import pytest
 
 from launchers.train import BUILDS
 from tests.conftest import REPO, run_launcher, where
+from tests.test_readme import check_console_example
 
 pytestmark = pytest.mark.slow
 
@@ -160,6 +161,7 @@ def test_canonical_command_reaches_the_readme_accuracy(tmp_path):
     assert final["eval/accuracy"] >= 0.80
     saved = (tmp_path / "w" / "operative_config.gin").read_text()
     assert "lr = 0.0001  # --gin_bindings[0]" in saved
+    check_console_example(proc.stderr)
 
 
 def test_ranks_with_different_configs_all_stop_with_a_message(tmp_path):
