@@ -11,6 +11,8 @@ import sys
 
 from absl import app, flags
 
+from launchers import cli
+
 flags.DEFINE_bool("snapshot", False, "Print the stable one-line-per-parameter surface that "
                   "tests/configurables.txt holds, instead of the readable listing.")
 FLAGS = flags.FLAGS
@@ -67,4 +69,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

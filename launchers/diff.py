@@ -7,9 +7,10 @@ Each argument is a folder holding operative_config.gin (a run or a checkpoint) o
 """
 
 import pathlib
-import sys
 
 from absl import app
+
+from launchers import cli
 
 
 def diff_text(a: pathlib.Path, b: pathlib.Path) -> str:
@@ -69,11 +70,11 @@ def main(argv):
     a, b = (pathlib.Path(p) for p in argv[1:])
     for p in (a, b):
         if not _config_file(p).is_file():
-            print(f"error: {p}: no operative_config.gin", file=sys.stderr)
-            return 2
+            cli.fail(f"{p}: no operative_config.gin (give a run folder, a checkpoint folder or "
+                     "the file)")
     print(diff_text(a, b))
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -10,9 +10,10 @@ It reads only the run folders (operative_config.gin, metrics.jsonl), so it works
 """
 
 import ast
-import sys
 
-from absl import app, flags
+from absl import flags
+
+from launchers import cli
 
 flags.DEFINE_multi_string("where", [], "Keep runs whose config has KEY=VALUE (a gin name such "
                           "as lr or Trainer.seed; VALUE as in a .gin file). Repeatable (and).")
@@ -32,15 +33,16 @@ def main(argv):
     if FLAGS.wandb_project:
         records = runs.from_wandb_api(FLAGS.wandb_project)
     elif FLAGS.wandb_offline:
-        import pathlib
-
-        records = [runs.from_wandb_offline(pathlib.Path(p)) for p in argv[1:]]
+        try:
+            records = [runs.from_wandb_offline(p)
+                       for p in runs.find_wandb_offline(argv[1:] or ["runs"])]
+        except (FileNotFoundError, ValueError) as e:
+            cli.fail(str(e))
     else:
         try:
             records = [runs.from_run_dir(p) for p in runs.find_runs(argv[1:] or ["runs"])]
         except FileNotFoundError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            cli.fail(str(e))
     where = [_condition(w) for w in FLAGS.where]
     header, rows = runs.table(records, FLAGS.metrics, where, FLAGS.sort)
     print(runs.format_table(header, rows))
@@ -59,4 +61,4 @@ def _condition(text: str):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

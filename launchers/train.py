@@ -16,6 +16,8 @@ import sys
 
 from absl import app, flags, logging
 
+from launchers import cli
+
 flags.DEFINE_multi_string("gin_file", [], "A .gin file; repeat to apply several in order.")
 flags.DEFINE_multi_string("gin_bindings", [], "A binding such as 'lr=1e-4'; repeatable, applied "
                           "after the files in order.")
@@ -41,7 +43,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from lib import config
+    from third_party.torchao_logging import silence_no_triton_warning
 
+    silence_no_triton_warning()
     config.set_search_roots(config.search_path(FLAGS.gin_search_path))
     if not FLAGS.gin_file:
         _fail("give at least one --gin_file, e.g. --gin_file=gin/reward.gin")
@@ -67,11 +71,8 @@ def main(argv):
     sys.exit(status)
 
 
-def _fail(message: str, status: int = 2):
-    if os.environ.get("RANK", "0") == "0":  # the same message on every rank: print it once
-        print(f"error: {message}", file=sys.stderr)
-    sys.exit(status)
+_fail = cli.fail
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

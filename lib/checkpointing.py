@@ -3,7 +3,8 @@
 A checkpoint is `<workdir>/checkpoints/step_<N>/` holding the DCP shards of model and optimizer
 (`.metadata`, `__<rank>_0.distcp`), `trainer_state.json` (step, LR schedule, W&B run id),
 `rng/rank_<r>.json` (each rank's python, numpy and torch RNG states), `operative_config.gin`,
-and last `COMPLETE.json` (the step and a SHA-256 of `.metadata`). The protocol:
+and last `COMPLETE.json` (the step and the SHA-256 of every other file: each rank hashes the
+files it wrote). The protocol:
 
 1. every file is written under `.step_<N>.partial/`;
 2. rank 0 writes COMPLETE.json, then renames the folder to `step_<N>` (atomic on POSIX);
@@ -12,7 +13,11 @@ and last `COMPLETE.json` (the step and a SHA-256 of `.metadata`). The protocol:
 So a `step_<N>` folder is complete by construction; one without a valid marker (or whose
 `.metadata` does not match its checksum) is never loaded and is removed at start-up, as are
 leftover `.partial` and `.deleting` folders. A kill at any point leaves the previous checkpoint
-intact and loadable.
+intact and loadable. Before a checkpoint is loaded every file is checked against its checksum:
+automatic resume renames a damaged one to `step_<N>.damaged` (kept for inspection, never
+loaded, counted or removed) and takes the newest one that verifies; `--resume_from` naming a
+damaged one is refused. A save that fails (a full disk) removes its partial folder and raises
+CheckpointWriteError; earlier checkpoints are untouched.
 """
 
 import hashlib
@@ -49,6 +54,19 @@ CONFIG_FILE = "operative_config.gin"
 STATE_FILE = "trainer_state.json"
 MARKER = "COMPLETE.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+DAMAGED_SUFFIX = ".damaged"
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (e.g. the disk is full); earlier ones are intact."""
+
+
+def _write_failures():
+    """What a failed write raises: OSError, torch's RuntimeError from its zip writer, and
+    DCP's CheckpointException (a BaseException) wrapping a rank's failure."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    return (OSError, RuntimeError, CheckpointException)
 
 
 @configurable(caller_args=("workdir",))
@@ -71,6 +89,7 @@ class Checkpointer:
         self._pending = None  # (future, partial dir, final dir, step, files to write)
         self._pg = None
         self.blocked_s = 0.0
+        self.damaged = []  # "folder: problem" of the checkpoints automatic resume set aside
 
     # -- finding -----------------------------------------------------------------------------
 
@@ -89,8 +108,18 @@ class Checkpointer:
         """The checkpoint to resume from: "" for the newest complete one (None if there is
         none: a fresh start), else a step number or a checkpoint path, which must exist."""
         if not resume_from:
-            steps = self.complete_steps()
-            return self.root / f"step_{steps[-1]}" if steps else None
+            for step in reversed(self.complete_steps()):
+                path = self.root / f"step_{step}"
+                problem = verify(path)
+                if problem is None:
+                    return path
+                aside = path.with_name(path.name + DAMAGED_SUFFIX)
+                path.rename(aside)
+                self.damaged.append(f"{path}: {problem}")
+                logging.warning("checkpoint %s is damaged (%s); it is kept as %s for "
+                                "inspection, never loaded, and resuming falls back to an "
+                                "earlier checkpoint", path, problem, aside)
+            return None
         path = (self.root / f"step_{int(resume_from)}" if resume_from.isdigit()
                 else pathlib.Path(resume_from).resolve())
         m = _STEP_DIR.match(path.name)
@@ -98,6 +127,11 @@ class Checkpointer:
             have = ", ".join(map(str, self.complete_steps())) or "none"
             raise ConfigError(f"--resume_from={resume_from}: {path} is not a complete "
                               f"checkpoint (complete steps in {self.root}: {have})")
+        problem = verify(path)
+        if problem is not None:
+            raise ConfigError(f"--resume_from={resume_from}: {path} is damaged: {problem}; "
+                              "resume from another checkpoint, or without --resume_from to "
+                              "take the newest one that verifies")
         return path
 
     def clean_up(self) -> None:
@@ -106,6 +140,8 @@ class Checkpointer:
             return
         for d in sorted(self.root.iterdir()):
             m = _STEP_DIR.match(d.name)
+            if d.name.endswith(DAMAGED_SUFFIX):
+                continue  # set aside for inspection: never removed automatically
             if d.is_dir() and not (m and _valid_marker(d, int(m.group(1)))):
                 logging.warning("removing incomplete checkpoint folder %s", d)
                 shutil.rmtree(d, ignore_errors=True)
@@ -124,6 +160,29 @@ class Checkpointer:
         self.wait()
         final = self.root / f"step_{step}"
         partial = self.root / f".step_{step}.partial"
+        try:
+            self._save(step, model, optimizer, trainer_state, operative_config, final, partial)
+        except _write_failures() as e:  # a full disk surfaces as OSError or RuntimeError
+            raise self._failed(partial, step, e) from e
+        self.blocked_s = time.perf_counter() - t0
+        return final
+
+    def _failed(self, partial, step, error) -> CheckpointWriteError:
+        """Removes the partial folder of a failed save; the error to stop the run with."""
+        if dist.get_rank() == 0:
+            shutil.rmtree(partial, ignore_errors=True)
+        steps = self.complete_steps()
+        newest = self.root / f"step_{steps[-1]}" if steps else "none"
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = f"{type(error).__name__}: {lines[-1][:200] if lines else ''}"
+        free = shutil.disk_usage(self.root).free / 2 ** 20
+        return CheckpointWriteError(
+            f"saving the checkpoint of step {step} into {self.root} failed ({reason}; "
+            f"{free:,.0f} MB free there). The partial folder was removed and earlier "
+            f"checkpoints are intact (newest: {newest}); free space and run the same command "
+            "again to resume from there")
+
+    def _save(self, step, model, optimizer, trainer_state, operative_config, final, partial):
         if dist.get_rank() == 0:
             shutil.rmtree(partial, ignore_errors=True)
             (partial / "rng").mkdir(parents=True)
@@ -143,8 +202,6 @@ class Checkpointer:
         else:
             dcp.save(state, checkpoint_id=str(partial))
             self._complete(partial, final, step, files)
-        self.blocked_s = time.perf_counter() - t0
-        return final
 
     def wait(self) -> None:
         """Finishes the save in flight, if any (every rank calls it)."""
@@ -152,17 +209,30 @@ class Checkpointer:
             return
         future, partial, final, step, files = self._pending
         self._pending = None
-        future.result()
-        self._complete(partial, final, step, files)
+        try:
+            future.result()
+            self._complete(partial, final, step, files)
+        except _write_failures() as e:
+            raise self._failed(partial, step, e) from e
 
     def _complete(self, partial, final, step, files) -> None:
         distributed.barrier()  # every rank's shards are on disk
         _crash_point("shards_written", step)
-        if dist.get_rank() == 0:
+        rank = dist.get_rank()
+        digests = _hash_files(partial, [f"__{rank}_*.distcp", f"rng/rank_{rank}.json"])
+        if dist.get_world_size() > 1:
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, digests)
+            digests = {k: v for d in gathered for k, v in d.items()}
+        if rank == 0:
             for name, text in files.items():
                 _write_durably(partial / name, text)
             _crash_point("state_written", step)
-            marker = {"step": step, "metadata_sha256": _sha256(partial / ".metadata")}
+            rest = [str(p.relative_to(partial)) for p in sorted(partial.rglob("*"))
+                    if p.is_file() and str(p.relative_to(partial)) not in digests]
+            digests.update(_hash_files(partial, rest))
+            marker = {"step": step, "metadata_sha256": digests[".metadata"],
+                      "files": dict(sorted(digests.items()))}
             _write_durably(partial / MARKER, json.dumps(marker, indent=2) + "\n")
             _crash_point("marker_written", step)
             if final.exists():  # a stale copy of this step from an earlier attempt
@@ -241,8 +311,34 @@ def _valid_marker(directory: pathlib.Path, step: int) -> bool:
         return False
 
 
+def verify(directory: pathlib.Path) -> Optional[str]:
+    """None when every file COMPLETE.json lists has its recorded SHA-256, else what failed
+    ("<file> is missing" or "<file> does not match its checksum")."""
+    try:
+        files = json.loads((directory / MARKER).read_text()).get("files", {})
+    except (OSError, ValueError) as e:
+        return f"{MARKER} cannot be read ({e})"
+    for name, digest in files.items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if _sha256(path) != digest:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def _hash_files(root: pathlib.Path, patterns) -> dict:
+    """{path relative to root: SHA-256} of the files matching `patterns` (globs or names)."""
+    return {str(p.relative_to(root)): _sha256(p)
+            for pattern in patterns for p in sorted(root.glob(pattern)) if p.is_file()}
+
+
 def _sha256(path: pathlib.Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _write_durably(path: pathlib.Path, text: str) -> None:

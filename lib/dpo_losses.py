@@ -10,7 +10,6 @@ that uses it, so binding `gamma` with DPO, or a reference with SimPO, fails at c
 
 import dataclasses
 
-import torch
 import torch.nn.functional as F
 
 from lib.config.registry import configurable

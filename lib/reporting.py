@@ -116,7 +116,7 @@ class RunLogger:
 
     def summary(self, values: dict) -> None:
         """Run-level facts (data counts, parameters, final eval): console, summary.json, W&B."""
-        if not self.enabled:
+        if not self.enabled or not values:
             return
         logging.info("%s", "  ".join(f"{k}={v}" for k, v in values.items()))
         path = self.workdir / "summary.json"

@@ -5,9 +5,10 @@ and its checkpoints (incomplete ones removed); the resume point, whose saved con
 with this one; the components (which write nothing, so a bad value leaves no workdir); then
 the workdir files, the loggers, the signal handlers, and training.
 
-Exit status: 0 done; 2 a config or data problem (nothing trained); 3 a non-finite loss (the
-last good checkpoint is kept); 75 stopped by SIGTERM/SIGINT after saving a checkpoint (run the
-same command again to resume).
+Exit status: 0 done; 2 a config or data problem (nothing trained), or a checkpoint that cannot
+be resumed; 3 a non-finite loss (the last good checkpoint is kept); 74 a checkpoint could not be
+written (a full disk: the partial folder is removed, earlier checkpoints are intact); 75 stopped
+by SIGTERM/SIGINT after saving a checkpoint (run the same command again to resume).
 """
 
 import datetime
@@ -18,12 +19,12 @@ from typing import Optional, Sequence
 from absl import logging
 
 from lib import config, distributed, reporting, run_info
-from lib.checkpointing import CONFIG_FILE, Checkpointer
+from lib.checkpointing import CONFIG_FILE, Checkpointer, CheckpointWriteError
 from lib.config import copies
 from lib.config.diff import diff
 from lib.trainer import NonFiniteLossError, Preempted, Trainer
 
-EXIT_OK, EXIT_CONFIG, EXIT_NON_FINITE, EXIT_PREEMPTED = 0, 2, 3, 75
+EXIT_OK, EXIT_CONFIG, EXIT_NON_FINITE, EXIT_WRITE, EXIT_PREEMPTED = 0, 2, 3, 74, 75
 
 
 class RunError(Exception):
@@ -62,11 +63,11 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
         checkpointer = Checkpointer(str(workdir))
         checkpointer.clean_up()
         distributed.barrier()
-        resume = distributed.broadcast_object(checkpointer.resume_point(resume_from))
+        resume = _resume_point(checkpointer, resume_from, dist_info.is_main)
         changes = _compare_configs(resume, cfg, allow_config_change) if resume else []
         trainer = Trainer(str(workdir), dist_info, checkpointer)
     except (ValueError, OSError) as e:
-        raise RunError(str(e), EXIT_CONFIG) from e
+        raise RunError(config.user_message(e), EXIT_CONFIG) from e
 
     if dist_info.is_main:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +85,7 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
     try:
         trainer.prepare(resuming=bool(resume))
     except ValueError as e:  # e.g. a DPO reference cache that does not fit this run
-        raise RunError(str(e), EXIT_CONFIG) from e
+        raise RunError(config.user_message(e), EXIT_CONFIG) from e
     state = trainer.restore(resume) if resume else {}
     distributed.barrier()
 
@@ -97,6 +98,8 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
     if resume:
         logger.summary({"resume/from_step": state["step"],
                         "resume/config_changes": [str(c) for c in changes]})
+    if checkpointer.damaged:
+        logger.summary({"resume/damaged_checkpoints": checkpointer.damaged})
     previous = _install_stop_handlers(trainer)
     try:
         trainer.train(logger, saved)
@@ -109,6 +112,8 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
             logging.warning("stopped by a signal at step %d; checkpoint saved to %s. Resume "
                             "with the same command (and --workdir): %s", p.step, p.path, command)
         return EXIT_PREEMPTED
+    except CheckpointWriteError as e:
+        raise RunError(str(e), EXIT_WRITE) from e
     except NonFiniteLossError as e:
         steps = checkpointer.complete_steps()
         if dist_info.is_main:
@@ -121,6 +126,20 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
         logger.finish()
 
 
+def _resume_point(checkpointer: Checkpointer, resume_from: str, is_main: bool):
+    """Rank 0 picks (and verifies) the checkpoint; every rank gets its choice or its error."""
+    if is_main:
+        try:
+            answer = (checkpointer.resume_point(resume_from), None, checkpointer.damaged)
+        except config.ConfigError as e:
+            answer = (None, e.problems, [])
+    answer = distributed.broadcast_object(answer if is_main else None)
+    if answer[1] is not None:
+        raise config.ConfigError(answer[1])
+    checkpointer.damaged = answer[2]
+    return answer[0]
+
+
 def _compare_configs(resume: pathlib.Path, cfg, allow_config_change: bool):
     """The differences between the checkpoint's config and this one; refuses changes that
     alter shapes or data unless allowed."""
@@ -130,9 +149,9 @@ def _compare_configs(resume: pathlib.Path, cfg, allow_config_change: bool):
         raise config.ConfigError(
             [config.Problem(None, (
                 f"resuming {resume} with a config that changes the model, tokenizer, data or "
-                f"its order: {c}")) for c in blocking]
-            + [config.Problem(None, "pass --allow_config_change to resume anyway, or use a new "
-                              "--workdir for a fresh start")])
+                f"its order: {c}")) for c in blocking],
+            advice="pass --allow_config_change to resume anyway, or use a new --workdir for a "
+                   "fresh start")
     return changes
 
 

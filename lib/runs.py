@@ -77,11 +77,32 @@ def from_run_dir(path: pathlib.Path) -> RunRecord:
     return RunRecord(path.name, str(path), config, provenance, final, best, steps)
 
 
+def find_wandb_offline(paths: Iterable[str]) -> List[pathlib.Path]:
+    """The offline W&B run folders given, or found under the folders given (a run folder's
+    wandb/offline-run-*); FileNotFoundError naming the paths when there are none."""
+    found = []
+    for p in map(pathlib.Path, paths):
+        if p.name.startswith("offline-run-") and p.is_dir():
+            found.append(p)
+        else:
+            found += sorted(d for d in p.rglob("offline-run-*") if d.is_dir())
+    if not found:
+        raise FileNotFoundError(
+            f"no offline W&B run folder (offline-run-*/ holding a run-*.wandb file) in "
+            f"{', '.join(map(str, paths))}; give run folders recorded with WANDB_MODE=offline, "
+            "or leave out --wandb_offline to read the run folders themselves")
+    return found
+
+
 def from_wandb_offline(run_dir: pathlib.Path) -> RunRecord:
     """A RunRecord from an offline W&B run folder (`wandb/offline-run-*`)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    (record_file,) = run_dir.glob("run-*.wandb")
+    record_files = sorted(run_dir.glob("run-*.wandb"))
+    if len(record_files) != 1:
+        raise FileNotFoundError(f"{run_dir}: expected one run-*.wandb record file, found "
+                                f"{len(record_files)}")
+    (record_file,) = record_files
     config, history, name = {}, [], run_dir.name
     for data in _wandb_records(record_file):
         record = pb.Record()

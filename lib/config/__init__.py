@@ -14,6 +14,7 @@ Precedence: the defaults in signatures < the --gin_file files in order (each wit
 import dataclasses
 import os
 import pathlib
+import re
 from typing import List, Sequence
 
 import gin
@@ -26,7 +27,8 @@ from lib.config.values import Macro, Ref
 from third_party import gin_config
 
 __all__ = ["ConfigError", "Problem", "Where", "REPO_ROOT", "load", "resolve_path",
-           "search_roots", "set_search_roots", "LoadedConfig", "flat_config"]
+           "user_message", "search_roots", "set_search_roots", "search_path", "LoadedConfig",
+           "flat_config"]
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 flat_config = provenance.flat_config
@@ -134,6 +136,12 @@ def _to_gin(value, delegate):
     if isinstance(value, dict):
         return {_to_gin(k, delegate): _to_gin(v, delegate) for k, v in value.items()}
     return value
+
+
+def user_message(error: Exception) -> str:
+    """The error's message without the "In call to configurable ..." lines gin appends to
+    exceptions raised inside configurables: the message names the file and row itself."""
+    return re.sub(r"\n\s*In call to configurable '[^']*' \([^\n]*\)", "", str(error)).strip()
 
 
 def resolve_path(path: str, what: str = "file") -> pathlib.Path:

@@ -39,10 +39,11 @@ class ConfigError(ValueError):
     text, and what would be valid. The launcher exits with status 2 on it.
     """
 
-    def __init__(self, problems: Union[str, Sequence[Problem]]):
+    def __init__(self, problems: Union[str, Sequence[Problem]], advice: str = ""):
         if isinstance(problems, str):
             problems = [Problem(None, problems)]
         self.problems: List[Problem] = list(problems)
         n = len(self.problems)
         head = "1 config problem" if n == 1 else f"{n} config problems"
-        super().__init__(head + ":\n" + "\n".join(f"- {p}" for p in self.problems))
+        tail = f"\n{advice}" if advice else ""  # what to do, after the list: not a problem
+        super().__init__(head + ":\n" + "\n".join(f"- {p}" for p in self.problems) + tail)

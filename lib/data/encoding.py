@@ -8,7 +8,9 @@ the policy:
 - "truncate": drop the oldest prompt tokens (keeping BOS), and if the response alone still does
   not fit, cut the response's tail (keeping the final EOS).
 Pairs whose two sides are identical token for token (before or after truncation) carry no
-preference and are dropped. Every decision is counted in EncodingStats.
+preference and are dropped. A pair with an empty chosen or rejected reply (blank text, or
+messages with blank content) is dropped by default (`empty_policy="drop"`) or stops the run
+(`"error"`). Every decision is counted in EncodingStats.
 """
 
 import dataclasses
@@ -17,6 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 from lib.data.sources import DataError, PreferencePair
 
 POLICIES = ("error", "drop", "truncate")
+EMPTY_POLICIES = ("drop", "error")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,13 +42,21 @@ class EncodingStats:
     dropped_over_length: int = 0  # ... of which were dropped ("drop" policy)
     dropped_identical: int = 0    # identical sides before truncation (no preference)
     dropped_identical_after_truncation: int = 0
+    dropped_empty: int = 0        # an empty chosen or rejected reply ("drop" empty_policy)
 
     def as_dict(self, prefix: str):
         return {f"{prefix}/{k}": v for k, v in dataclasses.asdict(self).items()}
 
 
+def is_blank(reply) -> bool:
+    """Whether a reply (text, or a list of messages) has no content."""
+    if isinstance(reply, str):
+        return not reply.strip()
+    return all(not m.get("content", "").strip() for m in reply)
+
+
 def encode_pairs(pairs: Sequence[PreferencePair], tokenizer, max_length: int,
-                 overlength_policy: str):
+                 overlength_policy: str, empty_policy: str = "drop"):
     """Returns (list of EncodedPair, EncodingStats)."""
     if overlength_policy not in POLICIES:
         raise ValueError(f"overlength_policy={overlength_policy!r}; valid: {', '.join(POLICIES)}")
@@ -53,6 +64,14 @@ def encode_pairs(pairs: Sequence[PreferencePair], tokenizer, max_length: int,
         raise ValueError(f"max_length={max_length} is too small to hold BOS, a token and EOS")
     stats, out = EncodingStats(rows=len(pairs)), []
     for pair in pairs:
+        empty = [k for k in ("chosen", "rejected") if is_blank(getattr(pair, k))]
+        if empty:
+            if empty_policy == "error":
+                raise DataError(f"{pair.source}: {' and '.join(map(repr, empty))} is empty; "
+                                "remove the row, or set empty_policy='drop' to count and drop "
+                                "such pairs")
+            stats.dropped_empty += 1
+            continue
         prompt, chosen, rejected = _encode_sides(pair, tokenizer)
         sides = [prompt + chosen, prompt + rejected]
         prompt_lengths = (len(prompt), len(prompt))

@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Sequence
 
 from lib.config import ConfigError
 from lib.config.registry import configurable
-from lib.data.encoding import EncodedPair, EncodingStats, encode_pairs
+from lib.data.encoding import EMPTY_POLICIES, EncodedPair, EncodingStats, encode_pairs
 from lib.data.files import data_problems, read_split
 from lib.data.sources import read_pairs
 from lib.data.tokenizer import Tokenizer
@@ -23,8 +23,13 @@ class PreferenceData:
 
 
 def _check(view):
-    return data_problems(*(view.get("build_preference_data", a) for a in (
+    problems = data_problems(*(view.get("build_preference_data", a) for a in (
         "train_files", "eval_files", "eval_fraction", "max_length", "overlength_policy")))
+    empty = view.get("build_preference_data", "empty_policy")
+    if empty not in EMPTY_POLICIES:
+        problems.append(("empty_policy", f"empty_policy={empty!r}; valid: "
+                         f"{', '.join(EMPTY_POLICIES)}"))
+    return problems
 
 
 @configurable(caller_args=("tokenizer",), check=_check, resume_sensitive=("*",))
@@ -37,6 +42,7 @@ def build_preference_data(
     max_length: int = 512,
     overlength_policy: str = "truncate",
     columns: Optional[Dict[str, str]] = None,
+    empty_policy: str = "drop",
 ) -> PreferenceData:
     """Reads, validates and tokenizes preference pairs.
 
@@ -55,6 +61,8 @@ def build_preference_data(
         lib/data/encoding.py); counts are logged as data/train/* and data/eval/*.
       columns: {our field: the source's column}, e.g. {"chosen": "preferred"}; None reads
         prompt/chosen/rejected/margin as they are.
+      empty_policy: "drop" (count as data/*/dropped_empty and drop) or "error" for a pair with
+        an empty chosen or rejected reply.
     """
     problems = data_problems(train_files, eval_files, eval_fraction, max_length,
                              overlength_policy)
@@ -62,6 +70,8 @@ def build_preference_data(
         raise ConfigError("; ".join(f"build_preference_data.{m}" for _, m in problems))
     train_rows, eval_rows = read_split(train_files, eval_files, eval_fraction, split_seed,
                                        lambda source: read_pairs(source, columns))
-    train, train_stats = encode_pairs(train_rows, tokenizer, max_length, overlength_policy)
-    held_out, eval_stats = encode_pairs(eval_rows, tokenizer, max_length, overlength_policy)
+    train, train_stats = encode_pairs(train_rows, tokenizer, max_length, overlength_policy,
+                                      empty_policy)
+    held_out, eval_stats = encode_pairs(eval_rows, tokenizer, max_length, overlength_policy,
+                                        empty_policy)
     return PreferenceData(train, held_out, train_stats, eval_stats)

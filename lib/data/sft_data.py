@@ -10,8 +10,9 @@ Conversations are rendered with the tokenizer's chat template. An example is
 `BOS prompt completion EOS`; the loss is on the completion and EOS (or on every token with
 sft_task.train_on_prompt). Over-length policy ("truncate" by default): drop the oldest prompt
 tokens (keeping BOS), then the end of the completion, without EOS: a cut completion is not a
-finished answer, so the model is not taught to stop there. An example with no completion
-tokens (an empty completion) is counted and dropped.
+finished answer, so the model is not taught to stop there. An example with an empty
+completion is counted and dropped (`empty_policy="drop"`, the default) or stops the run
+(`"error"`).
 """
 
 import dataclasses
@@ -19,6 +20,7 @@ from typing import Dict, List, Optional, Sequence
 
 from lib.config import ConfigError
 from lib.config.registry import configurable
+from lib.data.encoding import EMPTY_POLICIES
 from lib.data.files import data_problems, read_split
 from lib.data.sources import DataError, check_messages, read_rows
 from lib.data.tokenizer import Tokenizer
@@ -91,12 +93,16 @@ def encode_example(prompt, completion, tokenizer: Tokenizer):
             tokenizer.encode(reply, add_bos=False, add_eos=True) if reply.strip() else [])
 
 
-def encode_examples(rows, tokenizer, max_length: int, overlength_policy: str):
+def encode_examples(rows, tokenizer, max_length: int, overlength_policy: str,
+                    empty_policy: str = "drop"):
     """[(prompt, completion, where)] -> (list of SFTExample, SFTStats)."""
     stats, out = SFTStats(rows=len(rows)), []
     for prompt, completion, where in rows:
         p, c = encode_example(prompt, completion, tokenizer)
         if not c:
+            if empty_policy == "error":
+                raise DataError(f"{where}: the completion is empty; remove the row, or set "
+                                "empty_policy='drop' to count and drop such examples")
             stats.dropped_empty_completion += 1
             continue
         if len(p) + len(c) > max_length:
@@ -119,7 +125,10 @@ def encode_examples(rows, tokenizer, max_length: int, overlength_policy: str):
 
 
 def _check(view):
-    return data_problems(*(view.get("build_sft_data", a) for a in (
+    empty = view.get("build_sft_data", "empty_policy")
+    bad = [] if empty in EMPTY_POLICIES else [("empty_policy", (
+        f"empty_policy={empty!r}; valid: {', '.join(EMPTY_POLICIES)}"))]
+    return bad + data_problems(*(view.get("build_sft_data", a) for a in (
         "train_files", "eval_files", "eval_fraction", "max_length", "overlength_policy")))
 
 
@@ -133,6 +142,7 @@ def build_sft_data(
     max_length: int = 512,
     overlength_policy: str = "truncate",
     columns: Optional[Dict[str, str]] = None,
+    empty_policy: str = "drop",
 ) -> SFTData:
     """Reads, validates and tokenizes prompt-completion examples.
 
@@ -150,6 +160,8 @@ def build_sft_data(
         doc); counts are logged as data/train/* and data/eval/*.
       columns: {our field: the source's column}, e.g. {"prompt": "instruction", "completion":
         "output"}; None reads prompt/completion or messages as they are.
+      empty_policy: "drop" (count as data/*/dropped_empty_completion and drop) or "error" for
+        an example whose completion is empty.
     """
     problems = data_problems(train_files, eval_files, eval_fraction,
                              max_length, overlength_policy)
@@ -160,6 +172,8 @@ def build_sft_data(
         return [(*parse_row(row, where), where) for row, where in read_rows(source, columns)]
 
     train_rows, eval_rows = read_split(train_files, eval_files, eval_fraction, split_seed, read)
-    train, train_stats = encode_examples(train_rows, tokenizer, max_length, overlength_policy)
-    held_out, eval_stats = encode_examples(eval_rows, tokenizer, max_length, overlength_policy)
+    train, train_stats = encode_examples(train_rows, tokenizer, max_length, overlength_policy,
+                                         empty_policy)
+    held_out, eval_stats = encode_examples(eval_rows, tokenizer, max_length, overlength_policy,
+                                           empty_policy)
     return SFTData(train, held_out, train_stats, eval_stats)

@@ -144,8 +144,13 @@ def _cached_dataset_rows(spec: str):
 
 
 def _jsonl_rows(path):
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{n}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at "
+                                f"column {e.start + 1}); save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:

@@ -1,0 +1,109 @@
+"""Damaged checkpoints are never loaded, and a save on a full disk loses nothing saved before
+(real DCP checkpoints, real processes, a real file size limit)."""
+
+import json
+import resource
+
+import pytest
+
+from lib.checkpointing import Checkpointer, verify
+from tests.conftest import run_launcher
+
+pytestmark = pytest.mark.slow
+
+BASE = ["--gin_file=gin/reward.gin", "--gin_file=gin/debug/smoke.gin",
+        "--gin_bindings=RunLogger.use_wandb=False"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A 4-step run with checkpoints at steps 2 and 4."""
+    workdir = tmp_path_factory.mktemp("integrity") / "w"
+    proc = run_launcher([*BASE, f"--workdir={workdir}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir
+
+
+def _damaged_copy(finished, tmp_path, name="__0_0.distcp"):
+    import shutil
+
+    workdir = tmp_path / "w"
+    shutil.copytree(finished, workdir)
+    shard = workdir / "checkpoints" / "step_4" / name
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle
+    shard.write_bytes(bytes(data))
+    return workdir
+
+
+def test_every_file_of_a_checkpoint_has_a_checksum(finished):
+    step = finished / "checkpoints" / "step_4"
+    marker = json.loads((step / "COMPLETE.json").read_text())
+    on_disk = {str(p.relative_to(step)) for p in step.rglob("*")
+               if p.is_file() and p.name != "COMPLETE.json"}
+    assert set(marker["files"]) == on_disk >= {
+        ".metadata", "__0_0.distcp", "trainer_state.json", "rng/rank_0.json",
+        "operative_config.gin"}
+    assert verify(step) is None
+
+
+@pytest.mark.parametrize("name", ["__0_0.distcp", "rng/rank_0.json", "operative_config.gin"])
+def test_a_damaged_file_fails_verification_naming_it(finished, tmp_path, name):
+    workdir = _damaged_copy(finished, tmp_path, name)
+    assert verify(workdir / "checkpoints" / "step_4") == f"{name} does not match its checksum"
+
+
+def test_resume_skips_a_damaged_checkpoint_keeps_it_and_says_so(finished, tmp_path):
+    workdir = _damaged_copy(finished, tmp_path)
+    proc = run_launcher([*BASE, "--gin_bindings=Trainer.num_steps=6", f"--workdir={workdir}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    step_4 = workdir / "checkpoints" / "step_4"
+    assert f"checkpoint {step_4} is damaged (__0_0.distcp does not match its checksum)" in \
+        proc.stderr
+    assert f"resuming from {workdir / 'checkpoints' / 'step_2'}" in proc.stderr
+    assert (workdir / "checkpoints" / "step_4.damaged" / "__0_0.distcp").exists()
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["resume/damaged_checkpoints"] == [
+        f"{step_4}: __0_0.distcp does not match its checksum"]
+    # the damaged folder is neither counted by keep_last nor removed by the saves after it
+    assert Checkpointer(str(workdir)).complete_steps() == [4, 6]
+    assert (workdir / "checkpoints" / "step_4.damaged").is_dir()
+
+
+def test_resume_from_a_damaged_checkpoint_is_refused_naming_the_file(finished, tmp_path):
+    workdir = _damaged_copy(finished, tmp_path)
+    proc = run_launcher([*BASE, "--resume_from=4", f"--workdir={workdir}"])
+    assert proc.returncode == 2
+    assert proc.stderr.count("error:") == 1
+    assert "is damaged: __0_0.distcp does not match its checksum" in proc.stderr
+    assert (workdir / "checkpoints" / "step_4").is_dir()  # nothing renamed or removed
+
+
+def _limit_file_size(limit):
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_a_save_on_a_full_disk_stops_with_74_and_loses_nothing(finished, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    workdir = tmp_path / "w"
+    shutil.copytree(finished, workdir)
+    shutil.rmtree(workdir / "checkpoints" / "step_4")
+    shard = (workdir / "checkpoints" / "step_2" / "__0_0.distcp").stat().st_size
+    env = {"WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-m", "launchers.train", *BASE,
+                           f"--workdir={workdir}"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300, preexec_fn=_limit_file_size(shard // 2))
+    assert proc.returncode == 74, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "saving the checkpoint of step 4" in errors[0]
+    assert "earlier checkpoints are intact (newest:" in errors[0]
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["step_2"]
+    assert verify(workdir / "checkpoints" / "step_2") is None
+    again = run_launcher([*BASE, f"--workdir={workdir}"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from" in again.stderr and "step_2" in again.stderr
