@@ -163,6 +163,10 @@ def test_resume_refuses_a_data_changing_config_unless_allowed(straight, tmp_path
     assert refused.returncode == 2
     assert "changes the model, tokenizer, data or its order: Trainer.seed: 0 -> 3" in \
         refused.stderr
+    # one problem; the advice comes after the list and is not counted as a second one
+    assert "error: 1 config problem:" in refused.stderr
+    assert refused.stderr.rstrip().endswith(
+        "pass --allow_config_change to resume anyway, or use a new --workdir for a fresh start")
     allowed = _run(workdir, "--gin_bindings=Trainer.seed=3", "--allow_config_change")
     assert allowed.returncode == 0, allowed.stderr[-3000:]
     assert "config changed since the checkpoint: Trainer.seed: 0 -> 3" in allowed.stderr
