@@ -2,6 +2,7 @@
 
     python -m launchers.diff runs/a runs/b
     python -m launchers.diff runs/a/checkpoints/step_100 runs/a/checkpoints/step_200
+    python -m launchers.diff runs/a/checkpoints/best runs/b/checkpoints/best
 
 Each argument is a folder holding operative_config.gin (a run or a checkpoint) or the file.
 """
@@ -55,6 +56,12 @@ def _snippet_lines(a: pathlib.Path, b: pathlib.Path):
 
 
 def _config_file(path: pathlib.Path) -> pathlib.Path:
+    if path.name == "best" and not path.exists():  # <run>/checkpoints/best
+        from lib.checkpointing import Checkpointer
+
+        best = Checkpointer(str(path.parent.parent)).best()
+        if best is not None:
+            path = path.parent / f"step_{best['step']}"
     return path if path.is_file() else path / "operative_config.gin"
 
 

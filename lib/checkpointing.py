@@ -53,6 +53,7 @@ def _dcp():
 CONFIG_FILE = "operative_config.gin"
 STATE_FILE = "trainer_state.json"
 MARKER = "COMPLETE.json"
+BEST_FILE = "best.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 DAMAGED_SUFFIX = ".damaged"
 
@@ -69,7 +70,21 @@ def _write_failures():
     return (OSError, RuntimeError, CheckpointException)
 
 
-@configurable(caller_args=("workdir",))
+def _check(view):
+    metric = view.get("Checkpointer", "best_metric")
+    if not metric:
+        return []
+    from lib.tasks import EVAL_METRICS
+
+    task = view.get("Trainer", "task")
+    names = EVAL_METRICS.get(getattr(task, "name", None), ())
+    if names and metric not in [f"eval/{n}" for n in names]:
+        return [("best_metric", f"best_metric={metric!r} is not an eval metric of "
+                 f"{task.name}; valid: {', '.join(f'eval/{n}' for n in names)}")]
+    return []
+
+
+@configurable(caller_args=("workdir",), check=_check)
 class Checkpointer:
     """Saves and finds checkpoints under <workdir>/checkpoints/.
 
@@ -79,13 +94,20 @@ class Checkpointer:
         The newest complete checkpoint is never removed.
       async_save: write shards in a background thread (DCP async_save) while training goes on;
         at most one save is in flight, and the time training was blocked is logged.
+      best_metric: an eval metric (e.g. "eval/accuracy") that picks the best checkpoint among
+        those saved at an eval step; "" keeps none. The best one is never removed by
+        keep_last, is recorded in checkpoints/best.json and summary.json, and
+        --resume_from=best and launchers.diff (<run>/checkpoints/best) name it.
+      higher_is_better: whether a larger best_metric is better (False for a loss).
     """
 
-    def __init__(self, workdir: str, keep_last: int = 2, async_save: bool = False):
+    def __init__(self, workdir: str, keep_last: int = 2, async_save: bool = False,
+                 best_metric: str = "", higher_is_better: bool = True):
         if keep_last < 0:
             raise ConfigError(f"Checkpointer.keep_last={keep_last} must be >= 0 (0 keeps all)")
         self.root = pathlib.Path(workdir) / "checkpoints"
         self.keep_last, self.async_save = keep_last, async_save
+        self.best_metric, self.higher_is_better = best_metric, higher_is_better
         self._pending = None  # (future, partial dir, final dir, step, files to write)
         self._pg = None
         self.blocked_s = 0.0
@@ -104,9 +126,24 @@ class Checkpointer:
                 steps.append(int(m.group(1)))
         return sorted(steps)
 
+    def best(self) -> Optional[dict]:
+        """{step, metric, value} of the best checkpoint, or None (no rule, or none saved)."""
+        try:
+            best = json.loads((self.root / BEST_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return best if best["step"] in self.complete_steps() else None
+
     def resume_point(self, resume_from: str) -> Optional[pathlib.Path]:
         """The checkpoint to resume from: "" for the newest complete one (None if there is
-        none: a fresh start), else a step number or a checkpoint path, which must exist."""
+        none: a fresh start), else a step number, "best" or a checkpoint path, which must
+        exist."""
+        if resume_from == "best":
+            best = self.best()
+            if best is None:
+                raise ConfigError(f"--resume_from=best: {self.root} records no best checkpoint "
+                                  "(Checkpointer.best_metric picks one at each eval step)")
+            resume_from = str(best["step"])
         if not resume_from:
             for step in reversed(self.complete_steps()):
                 path = self.root / f"step_{step}"
@@ -149,7 +186,7 @@ class Checkpointer:
     # -- saving ------------------------------------------------------------------------------
 
     def save(self, step: int, model, optimizer, trainer_state: dict,
-             operative_config: str) -> pathlib.Path:
+             operative_config: str, metrics: Optional[dict] = None) -> pathlib.Path:
         """Saves (a collective call on every rank); returns the folder it will complete as.
 
         With async_save the shards are written in the background and the folder is completed
@@ -160,8 +197,10 @@ class Checkpointer:
         self.wait()
         final = self.root / f"step_{step}"
         partial = self.root / f".step_{step}.partial"
+        value = (metrics or {}).get(self.best_metric) if self.best_metric else None
         try:
-            self._save(step, model, optimizer, trainer_state, operative_config, final, partial)
+            self._save(step, model, optimizer, trainer_state, operative_config, final, partial,
+                       value)
         except _write_failures() as e:  # a full disk surfaces as OSError or RuntimeError
             raise self._failed(partial, step, e) from e
         self.blocked_s = time.perf_counter() - t0
@@ -182,7 +221,8 @@ class Checkpointer:
             f"checkpoints are intact (newest: {newest}); free space and run the same command "
             "again to resume from there")
 
-    def _save(self, step, model, optimizer, trainer_state, operative_config, final, partial):
+    def _save(self, step, model, optimizer, trainer_state, operative_config, final, partial,
+              value):
         if dist.get_rank() == 0:
             shutil.rmtree(partial, ignore_errors=True)
             (partial / "rng").mkdir(parents=True)
@@ -198,24 +238,24 @@ class Checkpointer:
             if self._pg is None:
                 self._pg = dist.new_group(backend="gloo")
             future = dcp.async_save(state, checkpoint_id=str(partial), process_group=self._pg)
-            self._pending = (future, partial, final, step, files)
+            self._pending = (future, partial, final, step, files, value)
         else:
             dcp.save(state, checkpoint_id=str(partial))
-            self._complete(partial, final, step, files)
+            self._complete(partial, final, step, files, value)
 
     def wait(self) -> None:
         """Finishes the save in flight, if any (every rank calls it)."""
         if self._pending is None:
             return
-        future, partial, final, step, files = self._pending
+        future, partial, final, step, files, value = self._pending
         self._pending = None
         try:
             future.result()
-            self._complete(partial, final, step, files)
+            self._complete(partial, final, step, files, value)
         except _write_failures() as e:
             raise self._failed(partial, step, e) from e
 
-    def _complete(self, partial, final, step, files) -> None:
+    def _complete(self, partial, final, step, files, value) -> None:
         distributed.barrier()  # every rank's shards are on disk
         _crash_point("shards_written", step)
         rank = dist.get_rank()
@@ -240,15 +280,29 @@ class Checkpointer:
             partial.rename(final)
             _fsync_dir(self.root)
             _crash_point("renamed", step)
+            self._update_best(step, value)
             self._retire_old()
             _crash_point("old_removed", step)
         distributed.barrier()
 
+    def _update_best(self, step: int, value) -> None:
+        if value is None:
+            return
+        best = self.best()
+        sign = 1 if self.higher_is_better else -1
+        if (best is None or best["metric"] != self.best_metric
+                or sign * value > sign * best["value"]):
+            record = {"step": step, "metric": self.best_metric, "value": value}
+            tmp = self.root / f".{BEST_FILE}.partial"
+            _write_durably(tmp, json.dumps(record, indent=2) + "\n")
+            os.replace(tmp, self.root / BEST_FILE)
+
     def _retire_old(self) -> None:
-        steps = self.complete_steps()
+        best = self.best()
+        steps = [s for s in self.complete_steps() if not best or s != best["step"]]
         if not self.keep_last or len(steps) <= self.keep_last:
             return
-        for step in steps[:-self.keep_last]:  # never the newest: keep_last >= 1 here
+        for step in steps[:-self.keep_last]:  # never the newest, nor the best
             doomed = self.root / f".step_{step}.deleting"
             (self.root / f"step_{step}").rename(doomed)
             shutil.rmtree(doomed, ignore_errors=True)

@@ -200,7 +200,8 @@ class Trainer:
                                                  self.task.progress))
                 logger.log(self.step, metrics)
                 sums, tokens, t0, step_times = None, 0, time.perf_counter(), []
-            if _due(self.step, self.eval_every, last):
+            evaluated = _due(self.step, self.eval_every, last)
+            if evaluated:
                 final_eval = self.evaluate()
                 samples = self.task.eval_samples(self.model)
                 if self.dist.is_main:
@@ -212,7 +213,8 @@ class Trainer:
                     logger.table(self.step, "eval/samples", samples)
             stop = self._stop_agreed()
             if _due(self.step, self.checkpoint_every, last) or stop:
-                path = self.save_checkpoint(operative_config, logger)
+                path = self.save_checkpoint(operative_config, logger,
+                                            final_eval if evaluated else None)
             crash_point("step_end", self.step)
             if stop and not last:
                 self.checkpointer.wait()
@@ -223,6 +225,9 @@ class Trainer:
             if self.dist.is_main:
                 logging.info("Hugging Face export: %s", self.workdir / "hf")
         summary = {f"final/{k}": v for k, v in final_eval.items()}
+        best = self.checkpointer.best()
+        if best:
+            summary.update({"best/step": best["step"], f"best/{best['metric']}": best["value"]})
         if self.dist.device.type == "cuda":
             summary["memory/peak_gpu_gb"] = round(
                 torch.cuda.max_memory_allocated(self.dist.device) / 2 ** 30, 2)
@@ -266,11 +271,13 @@ class Trainer:
         self.model.eval()
         return self.task.evaluate(self.model)
 
-    def save_checkpoint(self, operative_config: str, logger: RunLogger) -> pathlib.Path:
+    def save_checkpoint(self, operative_config: str, logger: RunLogger,
+                        metrics: dict = None) -> pathlib.Path:
+        """Saves this step; `metrics` (this step's eval, if any) feed the best-checkpoint rule."""
         state = {"step": self.step, "lr_schedule": self.lr_schedule.state_dict(),
                  "wandb_run_id": logger.run_id, **self.task.checkpoint_state()}
         path = self.checkpointer.save(self.step, self.model, self.optimizer, state,
-                                      operative_config)
+                                      operative_config, metrics)
         blocked = self.checkpointer.blocked_s
         if self.dist.is_main:
             logging.info("checkpoint %s: %s (training blocked %.2f s)",

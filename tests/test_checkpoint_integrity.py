@@ -107,3 +107,40 @@ def test_a_save_on_a_full_disk_stops_with_74_and_loses_nothing(finished, tmp_pat
     again = run_launcher([*BASE, f"--workdir={workdir}"])
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming from" in again.stderr and "step_2" in again.stderr
+
+
+def test_the_best_checkpoint_survives_keep_last_and_can_be_named(tmp_path):
+    """With higher_is_better=True on eval/loss the 'best' is the worst step, so keep_last=1
+    would remove it; it stays, and --resume_from=best and launchers.diff name it."""
+    workdir = tmp_path / "w"
+    args = [*BASE, "--gin_bindings=Trainer.num_steps=6", "--gin_bindings=Trainer.eval_every=2",
+            "--gin_bindings=Checkpointer.keep_last=1",
+            "--gin_bindings=Checkpointer.best_metric='eval/loss'",
+            "--gin_bindings=Checkpointer.higher_is_better=True", f"--workdir={workdir}"]
+    proc = run_launcher(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = {r["step"]: r["eval/loss"] for r in map(json.loads, (
+        workdir / "metrics.jsonl").read_text().splitlines()) if "eval/loss" in r}
+    worst = max(losses, key=losses.get)
+    assert worst != 6
+    best = json.loads((workdir / "checkpoints" / "best.json").read_text())
+    assert best == {"step": worst, "metric": "eval/loss", "value": losses[worst]}
+    assert Checkpointer(str(workdir)).complete_steps() == [worst, 6]
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["best/step"] == worst and summary["best/eval/loss"] == losses[worst]
+    from launchers.diff import diff_text
+
+    assert "(the same config)" in diff_text(workdir / "checkpoints" / "best", workdir)
+    again = run_launcher([*args, "--resume_from=best"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming from {workdir / 'checkpoints' / f'step_{worst}'}" in again.stderr
+
+
+def test_a_best_metric_the_task_does_not_report_is_refused(search_roots):
+    from launchers.train import BUILDS
+    from lib import config
+
+    with pytest.raises(config.ConfigError, match=r"best_metric='eval/perplexity' is not an eval "
+                       r"metric of reward_task; valid: eval/loss, eval/accuracy"):
+        config.load(["gin/reward.gin"], ["Checkpointer.best_metric = 'eval/perplexity'"],
+                    builds=BUILDS)

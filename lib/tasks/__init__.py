@@ -30,6 +30,11 @@ from lib import distributed
 from lib.data.batching import StepSchedule, eval_shard
 
 
+# {task configurable name: its eval metric names}, for config checks that name a metric
+# (Checkpointer.best_metric); each task module adds its own.
+EVAL_METRICS = {}
+
+
 class Task:
     """The base of every task: the schedule of training examples and default hooks."""
 

@@ -34,7 +34,7 @@ from lib.initialization import state_digest
 from lib.losses import METRIC_SUMS, metric_sums, metrics_from_sums
 from lib.models.limits import max_length_problems
 from lib.models.logprobs import response_mask, shifted_targets, token_logps
-from lib.tasks import Task
+from lib.tasks import EVAL_METRICS, Task
 from lib.tasks.reward import PAIR_METRICS
 
 SUMS = METRIC_SUMS + ("logps_chosen", "logps_rejected")
@@ -247,3 +247,6 @@ def dpo_task(data_fn: Callable, loss_fn: Callable, reference: str = "cached") ->
         losses (binding it with simpo_loss is an error).
     """
     return DPOTask(data_fn, loss_fn, reference)
+
+
+EVAL_METRICS["dpo_task"] = DPOTask.eval_metric_names

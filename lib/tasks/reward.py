@@ -16,7 +16,7 @@ from lib.data.batching import StepBatches, collate
 from lib.losses import METRIC_SUMS, metric_sums, metrics_from_sums
 from lib.models.limits import max_length_problems
 from lib.models.reward import compute_rewards
-from lib.tasks import Task
+from lib.tasks import EVAL_METRICS, Task
 
 PAIR_METRICS = ("loss", "accuracy", "tie_rate", "margin", "reward_chosen", "reward_rejected",
                 "reward_std")
@@ -85,3 +85,6 @@ def reward_task(data_fn: Callable, loss_fn: Callable) -> RewardTask:
         (e.g. @build_bradley_terry_loss()).
     """
     return RewardTask(data_fn, loss_fn)
+
+
+EVAL_METRICS["reward_task"] = RewardTask.eval_metric_names

@@ -19,7 +19,7 @@ from lib.data.batching import StepBatches
 from lib.generation import complete
 from lib.models.limits import max_length_problems
 from lib.models.logprobs import IGNORE, shifted_targets, token_logps
-from lib.tasks import Task
+from lib.tasks import EVAL_METRICS, Task
 
 SUMS = ("loss", "correct", "tokens")
 
@@ -125,3 +125,6 @@ def sft_task(data_fn: Callable, train_on_prompt: bool = False, num_samples: int 
       max_new_tokens: the longest sample completion, in tokens.
     """
     return SFTTask(data_fn, train_on_prompt, num_samples, max_new_tokens)
+
+
+EVAL_METRICS["sft_task"] = SFTTask.eval_metric_names
