@@ -3,7 +3,8 @@
 GINTUNE_CRASH_AT=<point>:<step> makes this process SIGKILL itself when it reaches that point at
 that step, so a test can kill a run at an exact moment of a save or of the loop.
 GINTUNE_SIGNAL_AT=<point>:<step> sends it SIGTERM there instead: a preemption that lands at a
-known step. Unset, a crash point costs two string comparisons.
+known step; GINTUNE_RAISE_AT=<point>:<step> raises an unexpected RuntimeError there (a bug).
+Unset, a crash point costs three string comparisons.
 """
 
 import os
@@ -13,6 +14,7 @@ POINTS = ("partial_created", "shards_written", "state_written", "marker_written"
           "old_removed", "step_end")
 _TARGET = os.environ.get("GINTUNE_CRASH_AT", "")
 _SIGNAL = os.environ.get("GINTUNE_SIGNAL_AT", "")
+_RAISE = os.environ.get("GINTUNE_RAISE_AT", "")
 
 
 def crash_point(point: str, step: int) -> None:
@@ -20,3 +22,5 @@ def crash_point(point: str, step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if _SIGNAL and _SIGNAL == f"{point}:{step}":
         os.kill(os.getpid(), signal.SIGTERM)
+    if _RAISE and _RAISE == f"{point}:{step}":
+        raise RuntimeError(f"fault injected at {point}:{step}")

@@ -5,7 +5,8 @@ and its checkpoints (incomplete ones removed); the resume point, whose saved con
 with this one; the components (which write nothing, so a bad value leaves no workdir); then
 the workdir files, the loggers, the signal handlers, and training.
 
-Exit status: 0 done; 2 a config or data problem (nothing trained), or a checkpoint that cannot
+Exit status: 0 done; 1 an unexpected error (a bug: its traceback, then a last line saying what
+the run was doing); 2 a config or data problem (nothing trained), or a checkpoint that cannot
 be resumed; 3 a non-finite loss (the last good checkpoint is kept); 74 a checkpoint could not be
 written (a full disk: the partial folder is removed, earlier checkpoints are intact); 75 stopped
 by SIGTERM/SIGINT after saving a checkpoint (run the same command again to resume).
@@ -14,6 +15,7 @@ by SIGTERM/SIGINT after saving a checkpoint (run the same command again to resum
 import datetime
 import pathlib
 import signal
+import traceback
 from typing import Optional, Sequence
 
 from absl import logging
@@ -24,7 +26,8 @@ from lib.config import copies
 from lib.config.diff import diff
 from lib.trainer import NonFiniteLossError, Preempted, Trainer
 
-EXIT_OK, EXIT_CONFIG, EXIT_NON_FINITE, EXIT_WRITE, EXIT_PREEMPTED = 0, 2, 3, 74, 75
+EXIT_OK, EXIT_UNEXPECTED, EXIT_CONFIG, EXIT_NON_FINITE, EXIT_WRITE, EXIT_PREEMPTED = (
+    0, 1, 2, 3, 74, 75)
 
 
 class RunError(Exception):
@@ -114,6 +117,12 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
         return EXIT_PREEMPTED
     except CheckpointWriteError as e:
         raise RunError(str(e), EXIT_WRITE) from e
+    except Exception as e:  # a bug: keep the traceback, and end with what the run was doing
+        traceback.print_exc()
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        raise RunError(f"unexpected {type(e).__name__} ({lines[-1].strip() if lines else ''}) "
+                       f"while {trainer.activity} of the run in {workdir}; the traceback above "
+                       "shows where", EXIT_UNEXPECTED) from e
     except NonFiniteLossError as e:
         steps = checkpointer.complete_steps()
         if dist_info.is_main:

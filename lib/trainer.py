@@ -138,6 +138,7 @@ class Trainer:
         self.step = 0
         self.wandb_run_id = None
         self._stop_requested = False
+        self.activity = "starting"  # what the loop is doing, for an unexpected error's message
 
     def prepare(self, resuming: bool) -> None:
         """The task's work before the first step (e.g. DPO's reference log-probabilities)."""
@@ -182,7 +183,10 @@ class Trainer:
         batches = iter(self._step_loader())
         while self.step < self.num_steps:
             t_step = time.perf_counter()
-            step_sums, step_tokens, lr = self.train_step(next(batches))
+            self.activity = f"reading the batches of step {self.step + 1}"
+            micro_batches = next(batches)
+            self.activity = f"training step {self.step + 1}"
+            step_sums, step_tokens, lr = self.train_step(micro_batches)
             self.step += 1
             step_times.append(time.perf_counter() - t_step)
             if self.step == first_step + 1:
@@ -202,6 +206,7 @@ class Trainer:
                 sums, tokens, t0, step_times = None, 0, time.perf_counter(), []
             evaluated = _due(self.step, self.eval_every, last)
             if evaluated:
+                self.activity = f"evaluating at step {self.step}"
                 final_eval = self.evaluate()
                 samples = self.task.eval_samples(self.model)
                 if self.dist.is_main:
@@ -213,6 +218,7 @@ class Trainer:
                     logger.table(self.step, "eval/samples", samples)
             stop = self._stop_agreed()
             if _due(self.step, self.checkpoint_every, last) or stop:
+                self.activity = f"saving the checkpoint of step {self.step}"
                 path = self.save_checkpoint(operative_config, logger,
                                             final_eval if evaluated else None)
             crash_point("step_end", self.step)
@@ -221,6 +227,7 @@ class Trainer:
                 raise Preempted(self.step, path)
         self.checkpointer.wait()
         if self.export_hf:
+            self.activity = f"exporting the model to {self.workdir / 'hf'}"
             self.task.export(self.model, self.tokenizer, self.workdir / "hf", self.dist.is_main)
             if self.dist.is_main:
                 logging.info("Hugging Face export: %s", self.workdir / "hf")
@@ -300,11 +307,16 @@ class Trainer:
         return float(distributed.all_reduce_sum(torch.tensor([weight], dtype=torch.float64)))
 
     def _step_loader(self):
-        """Batches of the steps still to run, from this step on."""
+        """Batches of the steps still to run, from this step on.
+
+        A DataLoader draws a seed when its iteration starts; a generator of its own keeps that
+        draw off the global RNG, which a resumed run restores just before and dropout uses.
+        """
         dataset = self.task.step_batches()
         workers = dict(num_workers=self.num_workers, multiprocessing_context="spawn",
                        worker_init_fn=config.WorkerConfig()) if self.num_workers else {}
         return torch.utils.data.DataLoader(dataset, batch_size=None,
+                                           generator=torch.Generator().manual_seed(0),
                                            sampler=range(self.step, self.num_steps), **workers)
 
     def _train_metrics(self, sums, tokens, elapsed, lr) -> dict:

@@ -27,7 +27,11 @@ def _run(workdir, *extra, env=None):
 
 
 def _losses(workdir):
+    """{step: train loss}; fails if a step was recorded twice (a resume must drop the records
+    past its checkpoint)."""
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if "train/loss" in r]
+    assert len(steps) == len(set(steps)), f"a step recorded twice: {steps}"
     return {r["step"]: r["train/loss"] for r in records if "train/loss" in r}
 
 

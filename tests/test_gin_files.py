@@ -47,7 +47,7 @@ def test_every_shipped_file_is_covered(hf_dirs, search_roots):
     assert set(GIN_FILES) - set(OVERLAYS) == read
 
 
-def test_canonical_config_trains_with_the_lr_binding(search_roots):
+def test_canonical_config_binds_the_cli_lr_to_the_optimizer(search_roots):
     import gin
 
     config.load(["gin/reward.gin"], ["lr=1e-4"], builds=BUILDS)

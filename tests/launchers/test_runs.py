@@ -96,3 +96,13 @@ def test_run_folder_records_what_it_takes_to_relaunch(parent):
     assert info["git"]["commit"] == head and isinstance(info["git"]["dirty"], bool)
     assert info["packages"]["torch"].startswith("2.") and info["packages"]["gin-config"] == "0.5.0"
     assert info["world_size"] == 1
+
+
+def test_the_runs_command_reads_offline_wandb_records(parent):
+    proc = subprocess.run([sys.executable, "-m", "launchers.runs", str(parent), "--wandb_offline",
+                           "--metrics=eval/accuracy"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = proc.stdout.strip().splitlines()[2:]
+    assert sorted(row.split()[0] for row in rows) == sorted(RUNS)
+    assert all(str(_last(parent / row.split()[0], "eval/accuracy")) in row for row in rows)

@@ -105,7 +105,7 @@ def test_saved_config_relaunches_to_the_same_config_and_losses(smoke_run, tmp_pa
     assert losses(tmp_path / "again") == losses(workdir)
 
 
-def test_dataloader_workers_get_the_config_and_the_same_batches(smoke_run, tmp_path):
+def test_dataloader_workers_started_with_spawn_give_the_same_batches(smoke_run, tmp_path):
     workdir, _ = smoke_run
     proc = run_launcher([*SMOKE, "--gin_bindings=Trainer.num_workers=1",
                          f"--workdir={tmp_path / 'w'}"])
