@@ -41,6 +41,8 @@ def _snippet_lines(a: pathlib.Path, b: pathlib.Path):
     """The .gin files whose content differs between the two runs' latest launches."""
     from lib.config import copies
 
+    if _run_dir(a).resolve() == _run_dir(b).resolve():
+        return []  # two checkpoints of one run: the same launch read the same files
     fa, fb = copies.latest(_run_dir(a)), copies.latest(_run_dir(b))
     if not fa or not fb:
         return []
@@ -52,7 +54,7 @@ def _snippet_lines(a: pathlib.Path, b: pathlib.Path):
         show = lambda e: (f"{e['sha256'][:12]} under {e['root']} (copy: {e['copy']})"  # noqa
                           if e else "(not read)")
         out += [f"snippet {name}: content differs", f"  - {show(ea)}", f"  + {show(eb)}"]
-    return out or ["(the same .gin file contents)"]
+    return out
 
 
 def _config_file(path: pathlib.Path) -> pathlib.Path:

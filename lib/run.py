@@ -117,18 +117,18 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
         return EXIT_PREEMPTED
     except CheckpointWriteError as e:
         raise RunError(str(e), EXIT_WRITE) from e
-    except Exception as e:  # a bug: keep the traceback, and end with what the run was doing
-        traceback.print_exc()
-        lines = [line for line in str(e).splitlines() if line.strip()]
-        raise RunError(f"unexpected {type(e).__name__} ({lines[-1].strip() if lines else ''}) "
-                       f"while {trainer.activity} of the run in {workdir}; the traceback above "
-                       "shows where", EXIT_UNEXPECTED) from e
     except NonFiniteLossError as e:
         steps = checkpointer.complete_steps()
         if dist_info.is_main:
             logging.error("%s; last good checkpoint: %s", e,
                           checkpointer.root / f"step_{steps[-1]}" if steps else "none")
         return EXIT_NON_FINITE
+    except Exception as e:  # a bug: keep the traceback, and end with what the run was doing
+        traceback.print_exc()
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        raise RunError(f"unexpected {type(e).__name__} ({lines[-1].strip() if lines else ''}) "
+                       f"while {trainer.activity} of the run in {workdir}; the traceback above "
+                       "shows where", EXIT_UNEXPECTED) from e
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
