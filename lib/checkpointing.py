@@ -108,6 +108,7 @@ class Checkpointer:
         self.root = pathlib.Path(workdir) / "checkpoints"
         self.keep_last, self.async_save = keep_last, async_save
         self.best_metric, self.higher_is_better = best_metric, higher_is_better
+        self.trainable_only = False  # set by the Trainer for adapters: frozen weights not saved
         self._pending = None  # (future, partial dir, final dir, step, files to write)
         self._pg = None
         self.blocked_s = 0.0
@@ -125,6 +126,14 @@ class Checkpointer:
             if m and _valid_marker(d, int(m.group(1))):
                 steps.append(int(m.group(1)))
         return sorted(steps)
+
+    def _options(self):
+        """DCP state-dict options: only trainable weights with adapters (the frozen base is
+        rebuilt from the config, and the Trainer checks its digest on resume)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        return StateDictOptions(ignore_frozen_params=True, strict=False) \
+            if self.trainable_only else None
 
     def best(self) -> Optional[dict]:
         """{step, metric, value} of the best checkpoint, or None (no rule, or none saved)."""
@@ -230,7 +239,8 @@ class Checkpointer:
         _crash_point("partial_created", step)
         (partial / "rng" / f"rank_{dist.get_rank()}.json").write_text(json.dumps(rng_state()))
         dcp = _dcp()
-        model_sd, optim_sd = dcp.state_dict.get_state_dict(model, optimizer)
+        model_sd, optim_sd = dcp.state_dict.get_state_dict(model, optimizer,
+                                                           options=self._options())
         state = {"model": model_sd, "optim": optim_sd}
         files = {STATE_FILE: json.dumps(trainer_state, indent=2) + "\n",
                  CONFIG_FILE: operative_config}
@@ -314,11 +324,12 @@ class Checkpointer:
         state (step, lr_schedule, wandb_run_id)."""
         path = pathlib.Path(path)
         dcp = _dcp()
-        model_sd, optim_sd = dcp.state_dict.get_state_dict(model, optimizer)
+        model_sd, optim_sd = dcp.state_dict.get_state_dict(model, optimizer,
+                                                           options=self._options())
         state = {"model": model_sd, "optim": optim_sd}
         dcp.load(state, checkpoint_id=str(path))
         dcp.state_dict.set_state_dict(model, optimizer, model_state_dict=state["model"],
-                                      optim_state_dict=state["optim"])
+                                      optim_state_dict=state["optim"], options=self._options())
         rng = path / "rng" / f"rank_{dist.get_rank()}.json"
         if rng.exists():
             set_rng_state(json.loads(rng.read_text()))

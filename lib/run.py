@@ -89,7 +89,10 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
         trainer.prepare(resuming=bool(resume))
     except ValueError as e:  # e.g. a DPO reference cache that does not fit this run
         raise RunError(config.user_message(e), EXIT_CONFIG) from e
-    state = trainer.restore(resume) if resume else {}
+    try:
+        state = trainer.restore(resume) if resume else {}
+    except ValueError as e:  # e.g. LoRA adapters saved on another base model
+        raise RunError(config.user_message(e), EXIT_CONFIG) from e
     distributed.barrier()
 
     logger = reporting.RunLogger(str(workdir), enabled=dist_info.is_main)

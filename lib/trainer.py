@@ -10,7 +10,8 @@ import pathlib
 import random
 import statistics
 import time
-from typing import Callable
+import json
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from lib.config.registry import configurable
 from lib.config.values import Ref
 from lib.data.batching import batch_problems
 from lib.faults import crash_point
+from lib.models import lora
 from lib.reporting import RunLogger, format_progress
 from lib.tasks import Task
 
@@ -91,6 +93,8 @@ class Trainer:
         with spawn; each gets this process's config); 0 prepares them in the training loop.
       export_hf: after the last step, also write the model as a Hugging Face directory
         (safetensors, config.json, tokenizer files) to <workdir>/hf/.
+      adapter_fn: (model, head) -> the model with adapters and its base frozen (e.g. @lora(),
+        gin/overlays/lora.gin); None trains every weight. Applied after init_from.
       init_from: start from the weights of an earlier run (its folder: the newest complete
         checkpoint; or a checkpoint folder), with a fresh optimizer and schedule; "" starts
         from model_fn's weights. A head the source lacks (a reward head on an SFT model)
@@ -105,7 +109,8 @@ class Trainer:
                  num_steps: int, global_batch_size: int, micro_batch_size: int,
                  eval_batch_size: int = 32, eval_every: int = 0, checkpoint_every: int = 0,
                  log_every: int = 10, max_grad_norm: float = 1.0, seed: int = 0,
-                 num_workers: int = 0, export_hf: bool = False, init_from: str = ""):
+                 num_workers: int = 0, export_hf: bool = False, init_from: str = "",
+                 adapter_fn: Optional[Callable] = None):
         if num_steps < 1:
             raise ValueError(f"Trainer.num_steps={num_steps} must be >= 1")
         self.workdir = pathlib.Path(workdir)
@@ -130,6 +135,12 @@ class Trainer:
                              f"embeds only {vocab}; raise the model's vocab_size")
         self.num_params = sum(p.numel() for p in model.parameters())
         self.init_info = initialization.load_initial(model, init_from) if init_from else {}
+        self.base_digest = None
+        if adapter_fn is not None:
+            model = adapter_fn(model, head=task.model_head)
+            self.base_digest = lora.frozen_digest(model)
+            checkpointer.trainable_only = True
+            self.init_info["model/trainable_parameters"] = lora.trainable_count(model)
         task.on_model_built(model)
         self.model = shard_fn(model, dist_info)
         self.sharded = parallel.is_sharded(self.model)
@@ -152,6 +163,13 @@ class Trainer:
         the new one applies from here on, with the schedule's multiplier at this step.
         """
         new_base_lrs = list(self.lr_schedule.base_lrs)
+        if self.base_digest is not None:
+            saved = json.loads((path / checkpointing.STATE_FILE).read_text()).get("base_digest")
+            if saved != self.base_digest:
+                raise ValueError(
+                    f"{path} holds adapters trained on another base model (its base digest "
+                    f"{str(saved)[:12]}, this config's {self.base_digest[:12]}); resume with "
+                    "the config (model, init_from, seed) that started the run")
         state = self.checkpointer.load(path, self.model, self.optimizer)
         self.lr_schedule.load_state_dict(state["lr_schedule"])
         self.step, self.wandb_run_id = state["step"], state.get("wandb_run_id")
@@ -283,6 +301,8 @@ class Trainer:
         """Saves this step; `metrics` (this step's eval, if any) feed the best-checkpoint rule."""
         state = {"step": self.step, "lr_schedule": self.lr_schedule.state_dict(),
                  "wandb_run_id": logger.run_id, **self.task.checkpoint_state()}
+        if self.base_digest is not None:
+            state["base_digest"] = self.base_digest
         path = self.checkpointer.save(self.step, self.model, self.optimizer, state,
                                       operative_config, metrics)
         blocked = self.checkpointer.blocked_s

@@ -23,7 +23,7 @@ ALLOWED_IMPORTS = frozenset({
     "lib.reporting", "lib.data.preference_data", "lib.data.tokenizer", "lib.models.hf",
     "lib.models.llama", "lib.models.qwen2", "lib.parallel", "lib.checkpointing",
     "lib.tasks.reward", "lib.tasks.sft", "lib.tasks.dpo", "lib.dpo_losses",
-    "lib.data.sft_data",
+    "lib.data.sft_data", "lib.models.lora",
 })
 
 

@@ -28,6 +28,10 @@ def export_hf(model, tokenizer, directory: pathlib.Path, is_main: bool, head: st
                                                                 cpu_offload=True))
     if not is_main:
         return
+    if getattr(model, "lora", None) is not None:  # adapters merged into the base weights
+        from lib.models.lora import merged_state
+
+        full = merged_state(full, model.lora)
     if head == "reward" and tokenizer.pad_id == tokenizer.eos_id:
         logging.warning("the tokenizer's pad id is its EOS id: transformers' classifier will "
                         "read the score one token before EOS; add a pad token to %s",

@@ -11,7 +11,6 @@ them and their optimizer state, plus the base's digest, which a resume checks.
 import dataclasses
 from typing import Sequence
 
-import torch
 from torch import nn
 
 from lib.config.registry import configurable
@@ -111,6 +110,3 @@ def frozen_digest(model: nn.Module) -> str:
 def trainable_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-
-__all__ = ["lora", "LoRA", "is_adapted", "merged_state", "frozen_digest", "trainable_count",
-           "torch"]

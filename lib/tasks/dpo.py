@@ -8,7 +8,8 @@ stored in `<workdir>/reference_logps.safetensors` under a key that digests the i
 the tokenizer, the encoded data (so max_length too) and the loss's length averaging. A resume
 reads that file and refuses to go on if it is missing or its key differs: the reference is
 never recomputed from trained weights. `reference="frozen_copy"` keeps an unsharded copy of the
-initial model and computes the reference on the fly instead (same losses, more memory).
+initial model and computes the reference on the fly instead (same losses, more memory); with
+LoRA adapters it runs the policy with its adapters disabled instead, with no copy.
 
 Metrics use the reward task's names for the implicit rewards beta * log-ratio (`accuracy`,
 `tie_rate`, `margin`, `reward_chosen`, `reward_rejected`, `reward_std`) plus `logps_chosen` and
@@ -33,6 +34,7 @@ from lib.data.batching import StepBatches, collate, eval_shard
 from lib.initialization import state_digest
 from lib.losses import METRIC_SUMS, metric_sums, metrics_from_sums
 from lib.models.limits import max_length_problems
+from lib.models.lora import is_adapted
 from lib.models.logprobs import response_mask, shifted_targets, token_logps
 from lib.tasks import EVAL_METRICS, Task
 from lib.tasks.reward import PAIR_METRICS
@@ -62,6 +64,7 @@ class DPOTask(Task):
     def __init__(self, data_fn: Callable, loss_fn: Callable, reference: str):
         self.data_fn, self.loss_fn, self.reference = data_fn, loss_fn, reference
         self.ref_model, self.cache, self.key = None, None, None
+        self.disable_adapters = False
 
     def build_data(self, tokenizer):
         return self.data_fn(tokenizer)
@@ -84,13 +87,17 @@ class DPOTask(Task):
             return
         self.weights_digest = state_digest(model.state_dict())
         if self.reference == "frozen_copy":
-            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+            if is_adapted(model):  # the base is the adapters-off model: no copy needed
+                self.disable_adapters = True
+            else:
+                self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
 
     def prepare(self, model, workdir: pathlib.Path, resuming: bool) -> None:
         if not self.loss_fn.needs_reference:
             return
-        if self.ref_model is not None:
-            self.ref_model.to(self.dist.device)
+        if self.ref_model is not None or self.disable_adapters:
+            if self.ref_model is not None:
+                self.ref_model.to(self.dist.device)
             return
         self.key = self._cache_key()
         path = workdir / CACHE_FILE
@@ -141,10 +148,15 @@ class DPOTask(Task):
                 out[indices] = torch.stack([logps[:k], logps[k:]], dim=1).cpu()
         return distributed.all_reduce_sum(out)
 
-    def _reference_logps(self, batch, split: str):
+    def _reference_logps(self, model, batch, split: str):
         if self.ref_model is not None:
             with torch.no_grad():
                 return self._logps(self.ref_model, batch)[0]
+        if self.disable_adapters:
+            from torchtune.modules.peft import disable_adapter
+
+            with torch.no_grad(), disable_adapter(model):
+                return self._logps(model, batch)[0]
         cached = self.cache[split][batch["indices"]].to(self.dist.device)
         return torch.cat([cached[:, 0], cached[:, 1]])
 
@@ -164,7 +176,7 @@ class DPOTask(Task):
         logps, counts = self._logps(model, batch)
         n = logps.shape[0] // 2
         if self.loss_fn.needs_reference:
-            ref = self._reference_logps(batch, split)
+            ref = self._reference_logps(model, batch, split)
             ref_c, ref_r = ref[:n], ref[n:]
         else:
             ref_c = ref_r = None

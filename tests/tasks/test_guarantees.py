@@ -16,15 +16,21 @@ from tests.conftest import DEMO, run_launcher
 
 pytestmark = pytest.mark.slow
 
-TASKS = {"sft": ("gin/sft.gin", "build_sft_data"), "dpo": ("gin/dpo.gin", "build_preference_data")}
+# name: (files and bindings of the config, its data builder). dpo_lora runs DPO with LoRA
+# adapters (FSDP2 over a frozen base at 2 ranks) and its reference as the adapters-off model.
+TASKS = {"sft": (["--gin_file=gin/sft.gin"], "build_sft_data"),
+         "dpo": (["--gin_file=gin/dpo.gin"], "build_preference_data"),
+         "dpo_lora": (["--gin_file=gin/dpo.gin", "--gin_file=gin/overlays/lora.gin",
+                       "--gin_bindings=dpo_task.reference='frozen_copy'"],
+                      "build_preference_data")}
 
 
 def _base(task, tmp_path_factory):
-    gin_file, data = TASKS[task]
+    config, data = TASKS[task]
     nine = tmp_path_factory.getbasetemp() / "nine.jsonl"
     if not nine.exists():  # an eval set that two ranks split unevenly
         nine.write_text("".join((DEMO / "eval.jsonl").read_text().splitlines(True)[:9]))
-    return [f"--gin_file={gin_file}", "--gin_file=gin/debug/smoke.gin",
+    return [*config, "--gin_file=gin/debug/smoke.gin",
             "--gin_bindings=Trainer.num_steps=8", "--gin_bindings=Trainer.checkpoint_every=4",
             "--gin_bindings=Trainer.eval_every=4", "--gin_bindings=Trainer.log_every=1",
             "--gin_bindings=Trainer.eval_batch_size=2", f"--gin_bindings={data}.eval_files="
@@ -90,7 +96,7 @@ def test_two_ranks_train_and_evaluate_like_one(straight, tmp_path):
     two = {r["step"]: r for r in _records(workdir) if "eval/loss" in r}[4]
     # 9 examples over 2 ranks: sums reduced over ranks, so counts are exact and means agree
     # up to the order of float additions.
-    count = "eval/pairs" if task == "dpo" else "eval/tokens"
+    count = "eval/tokens" if task == "sft" else "eval/pairs"
     assert two[count] == one[count] > 0
     for key, value in one.items():
         if key.startswith("eval/") and isinstance(value, float):
@@ -112,8 +118,19 @@ def test_the_runs_table_reads_every_task(straight):
 
     task, _, want = straight
     record = runs.from_run_dir(want)
-    headline = "eval/accuracy" if task == "dpo" else "eval/token_accuracy"
+    headline = "eval/token_accuracy" if task == "sft" else "eval/accuracy"
     header, rows = runs.table([record], [headline, "eval/loss"])
     last = [r for r in _records(want) if headline in r][-1]
     assert rows[0][header.index(f"final {headline}")] == last[headline]
-    assert repr(record.config["Trainer.task"]) == f"@{task}_task()"
+    assert repr(record.config["Trainer.task"]) == f"@{task.split('_')[0]}_task()"
+
+
+def test_dpo_with_lora_takes_the_adapters_off_model_as_its_reference(straight):
+    task, _, want = straight
+    if task != "dpo_lora":
+        pytest.skip("LoRA's reference")
+    first = [r for r in _records(want) if "train/loss" in r][0]
+    assert first["step"] == 1 and first["train/margin"] == 0.0
+    assert first["train/loss"] == pytest.approx(0.6931472, abs=1e-7)
+    summary = json.loads((want / "summary.json").read_text())
+    assert summary["reference/mode"] == "frozen_copy" and "reference/key" not in summary
