@@ -146,3 +146,14 @@ def test_the_merged_export_gives_the_adapted_models_logits(lora_run, tmp_path):
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(lora_run / "hf")).eval()
     assert not any("lora" in k for k in hf.state_dict())
     torch.testing.assert_close(hf(input_ids=tokens).logits, ours, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_reward_model_trains_with_lora_and_its_new_head(tmp_path):
+    workdir = tmp_path / "w"
+    proc = run_launcher(["--gin_file=gin/reward.gin", "--gin_file=gin/overlays/lora.gin",
+                         "--gin_file=gin/debug/smoke.gin",
+                         "--gin_bindings=RunLogger.use_wandb=False", f"--workdir={workdir}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["model/trainable_parameters"] == 14336 + 128  # adapters + the reward head
