@@ -7,9 +7,14 @@
 #     --gin_bindings="hf_checkpoint_dir='/models/Llama-3.2-1B-Instruct'" \
 #     --gin_bindings="train_files=['/data/train.jsonl']" --gin_bindings="eval_files=['/data/eval.jsonl']"
 #
-# The workdir is named after the job id, so a requeued job (same id) resumes from its newest
-# checkpoint. SLURM sends SIGTERM two minutes before the time limit; each rank then saves a
-# checkpoint at the next step boundary and stops (exit status 75).
+# Submit it from the repository root: sbatch runs a copy of this script from its spool
+# directory, so it works in $SLURM_SUBMIT_DIR and starts the workers with the venv's python
+# (`python -m torch.distributed.run`, which also works when the venv keeps a system CUDA torch
+# and has no torchrun of its own; PYTHON=... picks another interpreter). The workdir is named
+# after the job id, so a requeued job (same id) resumes from its newest checkpoint, and the log
+# is appended to. SLURM sends SIGTERM two minutes before the time limit; each rank then saves a
+# checkpoint at the next step boundary and stops, and the agent waits up to 110 s for that
+# (--shutdown_timeout; its default of 30 s is too short for a large checkpoint).
 #SBATCH --job-name=gintune
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=1
@@ -19,14 +24,16 @@
 #SBATCH --signal=TERM@120
 #SBATCH --requeue
 #SBATCH --output=%x-%j.out
+#SBATCH --open-mode=append
 set -euo pipefail
 
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 WORKDIR=${WORKDIR:-runs/${SLURM_JOB_NAME}-${SLURM_JOB_ID}}
 HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-cd "$(dirname "$(readlink -f "$0")")/.."
+cd "${SLURM_SUBMIT_DIR:-.}"
+PYTHON=${PYTHON:-.venv/bin/python}
 
-srun --kill-on-bad-exit=1 .venv/bin/torchrun \
-  --nnodes="$SLURM_NNODES" --nproc_per_node="$GPUS_PER_NODE" \
+srun --kill-on-bad-exit=1 "$PYTHON" -m torch.distributed.run \
+  --nnodes="$SLURM_NNODES" --nproc_per_node="$GPUS_PER_NODE" --shutdown_timeout=110 \
   --rdzv_backend=c10d --rdzv_endpoint="$HEAD_NODE:29500" --rdzv_id="$SLURM_JOB_ID" \
   -m launchers.train --workdir="$WORKDIR" "$@"

@@ -279,8 +279,9 @@ class Trainer:
             (loss_sum / share).backward()
             sums += batch_sums
             tokens += batch["num_tokens"]
-        grad_norm = _clip(self.model, self.max_grad_norm)
-        if not bool(torch.isfinite(grad_norm) & torch.isfinite(sums[0])):
+        # With CPU offload the norm comes back on the CPU; the metric sums live on the device.
+        grad_norm = _clip(self.model, self.max_grad_norm).to(sums.device)
+        if not self._all_finite(torch.isfinite(grad_norm) & torch.isfinite(sums[0])):
             raise NonFiniteLossError(
                 f"non-finite loss or gradient at step {self.step + 1} (loss sum "
                 f"{float(sums[0]):.4g}, gradient norm {float(grad_norm):.4g}); stopped before "
@@ -318,6 +319,14 @@ class Trainer:
         """Whether any rank was asked to stop; every rank gets the same answer."""
         flag = torch.tensor([1.0 if self._stop_requested else 0.0])
         return bool(distributed.all_reduce_sum(flag).item() > 0)
+
+    def _all_finite(self, finite: torch.Tensor) -> bool:
+        """Whether every rank's loss and gradient are finite: all ranks stop together rather
+        than one stopping while the others wait in the next collective."""
+        if self.dist.world_size == 1:
+            return bool(finite)
+        bad = torch.tensor([0.0 if bool(finite) else 1.0])
+        return float(distributed.all_reduce_sum(bad)) == 0.0
 
     def _global_weight(self, micro_batches) -> float:
         """The summed weight of this step's micro-batches over all ranks."""

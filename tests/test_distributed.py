@@ -66,7 +66,7 @@ def test_a_checkpoint_resumes_at_another_world_size(straight, tmp_path, first, t
                                                            rel=1e-4)
 
 
-def test_slurm_example_is_valid_bash_that_calls_torchrun():
+def test_slurm_example_is_valid_bash_that_runs_torchrun_from_the_submit_directory():
     import subprocess
 
     from tests.conftest import REPO
@@ -74,4 +74,5 @@ def test_slurm_example_is_valid_bash_that_calls_torchrun():
     script = REPO / "launchers" / "slurm_train.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     text = script.read_text()
-    assert "torchrun" in text and "--rdzv_backend=c10d" in text and "-m launchers.train" in text
+    assert "-m torch.distributed.run" in text and "--rdzv_backend=c10d" in text
+    assert "-m launchers.train" in text and 'cd "${SLURM_SUBMIT_DIR' in text
