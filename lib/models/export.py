@@ -19,6 +19,26 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "generation_config.json")
 
 
+def _write_peft_adapter(full: dict, model, directory: pathlib.Path) -> None:
+    """<directory>/adapter_config.json and adapter_model.safetensors, which peft loads onto
+    the base model (base_model_name_or_path: the HF directory the base came from, if any)."""
+    from safetensors.torch import save_file
+
+    from lib.models.lora import peft_adapter
+
+    family, arch = model.hf_architecture
+    weights, config = peft_adapter(full, model.lora, family, arch)
+    config["base_model_name_or_path"] = getattr(model, "hf_source", None)
+    tmp = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(weights, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+    (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if directory.exists():
+        shutil.rmtree(directory)
+    tmp.rename(directory)
+
+
 def export_hf(model, tokenizer, directory: pathlib.Path, is_main: bool, head: str) -> None:
     """Gathers the full state dict (a collective) and writes the HF directory on rank 0."""
     from safetensors.torch import save_file
@@ -31,6 +51,8 @@ def export_hf(model, tokenizer, directory: pathlib.Path, is_main: bool, head: st
     if getattr(model, "lora", None) is not None:  # adapters merged into the base weights
         from lib.models.lora import merged_state
 
+        if head == "lm":
+            _write_peft_adapter(full, model, directory.with_name(directory.name + "_adapter"))
         full = merged_state(full, model.lora)
     if head == "reward" and tokenizer.pad_id == tokenizer.eos_id:
         logging.warning("the tokenizer's pad id is its EOS id: transformers' classifier will "

@@ -89,6 +89,7 @@ def hf_model(head: str, checkpoint_dir: str, model_type: str, attn_dropout: floa
                              "set in config.json; a causal LM needs one or the other")
         state["output.weight"] = lm_head
     model.load_state_dict(state, strict=True, assign=False)
+    model.hf_source = str(directory)
     return model
 
 

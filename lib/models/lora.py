@@ -68,6 +68,39 @@ def merged_state(state: dict, lora: LoRA) -> dict:
     return out
 
 
+# Our target names -> the module names of transformers' Llama and Qwen2 blocks.
+HF_MODULES = {"q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj",
+              "v_proj": "self_attn.v_proj", "output_proj": "self_attn.o_proj",
+              "w1": "mlp.gate_proj", "w2": "mlp.down_proj", "w3": "mlp.up_proj"}
+
+
+def peft_adapter(state: dict, lora: LoRA, family: str, arch: dict):
+    """(adapter weights, adapter_config.json) in PEFT's layout for a causal LM.
+
+    torchtune's Llama keeps q and k rows in an interleaved rotary order that its HF conversion
+    permutes; an adapter's B matrix has those rows, so it is permuted the same way (as
+    torchtune's tune_to_peft_adapter_weights does). Qwen2 needs no permutation.
+    """
+    head_dim = arch["embed_dim"] // arch["num_heads"]
+    weights = {}
+    for key, value in state.items():
+        if ".lora_a." not in key and ".lora_b." not in key:
+            continue
+        _, layer, _, target, ab, _ = key.split(".")
+        if family == "llama" and ab == "lora_b" and target in ("q_proj", "k_proj"):
+            heads = arch["num_heads"] if target == "q_proj" else arch["num_kv_heads"]
+            rank = value.shape[-1]
+            value = (value.view(heads, head_dim // 2, 2, rank).transpose(1, 2)
+                     .reshape(heads * head_dim, rank))
+        name = f"base_model.model.model.layers.{layer}.{HF_MODULES[target]}"
+        weights[f"{name}.lora_{ab[-1].upper()}.weight"] = value.contiguous()
+    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lora.rank,
+              "lora_alpha": lora.alpha, "lora_dropout": lora.dropout, "bias": "none",
+              "fan_in_fan_out": False, "inference_mode": True,
+              "target_modules": sorted(HF_MODULES[t].split(".")[1] for t in lora.targets)}
+    return weights, config
+
+
 def _check(view):
     get = lambda arg: view.get("lora", arg)  # noqa: E731
     problems = []

@@ -2,18 +2,32 @@
 and torchtune layouts, through torchtune's own key map and rotary permutation."""
 
 
+def rope_settings(config: dict, default_theta: float):
+    """(rope theta, scaling dict or {}) from a config.json: transformers < 5 writes
+    `rope_theta` and `rope_scaling`, transformers 5 one `rope_parameters` dict holding both."""
+    params = config.get("rope_parameters") or {}
+    scaling = config.get("rope_scaling") or (
+        params if params.get("rope_type", "default") != "default" else {})
+    theta = config.get("rope_theta", params.get("rope_theta", default_theta))
+    return float(theta), scaling
+
+
 def architecture_from_hf(config: dict) -> dict:
     """Keyword arguments of llama3_model for an HF config.json."""
-    scaling = config.get("rope_scaling") or {}
+    theta, scaling = rope_settings(config, 500_000.0)
     if scaling and scaling.get("rope_type", scaling.get("type")) != "llama3":
-        raise ValueError(f"unsupported rope_scaling {scaling}; only Llama 3 scaling is")
+        raise ValueError(f"unsupported rope scaling {scaling}; only Llama 3 scaling is")
+    fixed = {"low_freq_factor": 1.0, "high_freq_factor": 4.0,
+             "original_max_position_embeddings": 8192}  # torchtune's Llama3ScaledRoPE
+    if scaling and any(scaling.get(k, v) != v for k, v in fixed.items()):
+        raise ValueError(f"rope scaling {scaling}: torchtune's Llama 3 RoPE fixes {fixed}")
     return dict(
         vocab_size=config["vocab_size"], num_layers=config["num_hidden_layers"],
         num_heads=config["num_attention_heads"],
         num_kv_heads=config.get("num_key_value_heads", config["num_attention_heads"]),
         embed_dim=config["hidden_size"], intermediate_dim=config["intermediate_size"],
         max_seq_len=config["max_position_embeddings"],
-        rope_base=float(config.get("rope_theta", 500_000.0)),
+        rope_base=theta,
         rope_scale_factor=int(scaling["factor"]) if scaling else None,
         norm_eps=config.get("rms_norm_eps", 1e-5),
         tie_word_embeddings=bool(config.get("tie_word_embeddings", False)))

@@ -3,13 +3,18 @@
 
 def architecture_from_hf(config: dict) -> dict:
     """Keyword arguments of qwen2_model for an HF config.json."""
+    from lib.models.llama.convert import rope_settings
+
+    theta, scaling = rope_settings(config, 1_000_000.0)
+    if scaling:
+        raise ValueError(f"unsupported rope scaling {scaling} for Qwen2")
     return dict(
         vocab_size=config["vocab_size"], num_layers=config["num_hidden_layers"],
         num_heads=config["num_attention_heads"],
         num_kv_heads=config.get("num_key_value_heads", config["num_attention_heads"]),
         embed_dim=config["hidden_size"], intermediate_dim=config["intermediate_size"],
         max_seq_len=config["max_position_embeddings"],
-        rope_base=float(config.get("rope_theta", 1_000_000.0)),
+        rope_base=theta,
         norm_eps=config.get("rms_norm_eps", 1e-6),
         tie_word_embeddings=bool(config.get("tie_word_embeddings", False)))
 
