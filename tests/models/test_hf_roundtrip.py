@@ -90,6 +90,22 @@ def test_train_from_transformers_checkpoint_and_export_back(tmp_path, name):
     assert not torch.allclose(compute_rewards(before, tokens, mask, right_padded=True), ours)
 
 
+def _sft_run(family, source, workdir, lr, overlay=None):
+    """A 4-step SFT run of the family's experiment config on `source`, exported to HF."""
+    proc = run_launcher([
+        f"--gin_file=gin/experiments/{EXPERIMENTS[family]}_sft.gin",
+        *([overlay] if overlay else []), "--gin_file=gin/debug/smoke.gin",
+        f"--gin_bindings=hf_checkpoint_dir='{source}'",
+        f"--gin_bindings=train_files=['{DEMO / 'train.jsonl'}']",
+        f"--gin_bindings=eval_files=['{DEMO / 'eval.jsonl'}']",
+        "--gin_bindings=build_sft_data.columns={'completion': 'chosen'}",
+        "--gin_bindings=build_sft_data.max_length=128", f"--gin_bindings=lr={lr}",
+        "--gin_bindings=fsdp.param_dtype='float32'", "--gin_bindings=Trainer.export_hf=True",
+        "--gin_bindings=RunLogger.use_wandb=False", f"--workdir={workdir}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir
+
+
 @pytest.mark.parametrize("name", ["llama-base", "qwen2-causal-tied"])
 @torch.no_grad()
 def test_sft_from_transformers_checkpoint_exports_a_causal_lm_with_the_same_logits(tmp_path,
@@ -103,17 +119,7 @@ def test_sft_from_transformers_checkpoint_exports_a_causal_lm_with_the_same_logi
     # the older rope_scaling key dropped Llama 3.2's scaling and cost 8e-5 here.
     torch.testing.assert_close(loaded(tokens), original.eval()(input_ids=tokens).logits,
                                atol=1e-5, rtol=1e-5)
-    workdir = tmp_path / "run"
-    proc = run_launcher([
-        f"--gin_file=gin/experiments/{EXPERIMENTS[family]}_sft.gin",
-        "--gin_file=gin/debug/smoke.gin", f"--gin_bindings=hf_checkpoint_dir='{source}'",
-        f"--gin_bindings=train_files=['{DEMO / 'train.jsonl'}']",
-        f"--gin_bindings=eval_files=['{DEMO / 'eval.jsonl'}']",
-        "--gin_bindings=build_sft_data.columns={'completion': 'chosen'}",
-        "--gin_bindings=build_sft_data.max_length=128", "--gin_bindings=lr=1e-3",
-        "--gin_bindings=fsdp.param_dtype='float32'", "--gin_bindings=Trainer.export_hf=True",
-        "--gin_bindings=RunLogger.use_wandb=False", f"--workdir={workdir}"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    workdir = _sft_run(family, source, tmp_path / "run", lr=1e-3)
     export = workdir / "hf"
     config = json.loads((export / "config.json").read_text())
     assert config["architectures"][0].endswith("ForCausalLM") and "num_labels" not in config
@@ -140,18 +146,8 @@ def test_a_lora_run_exports_a_peft_adapter_that_peft_loads_onto_the_base(tmp_pat
     monkeypatch.setattr("peft.tuners.lora.torchao.is_torchao_available", lambda: False)
     source = tmp_path / "source"
     family, _ = _make(name, source)
-    workdir = tmp_path / "run"
-    proc = run_launcher([
-        f"--gin_file=gin/experiments/{EXPERIMENTS[family]}_sft.gin",
-        "--gin_file=gin/overlays/lora.gin", "--gin_file=gin/debug/smoke.gin",
-        f"--gin_bindings=hf_checkpoint_dir='{source}'",
-        f"--gin_bindings=train_files=['{DEMO / 'train.jsonl'}']",
-        f"--gin_bindings=eval_files=['{DEMO / 'eval.jsonl'}']",
-        "--gin_bindings=build_sft_data.columns={'completion': 'chosen'}",
-        "--gin_bindings=build_sft_data.max_length=128", "--gin_bindings=lr=2e-3",
-        "--gin_bindings=fsdp.param_dtype='float32'", "--gin_bindings=Trainer.export_hf=True",
-        "--gin_bindings=RunLogger.use_wandb=False", f"--workdir={workdir}"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    workdir = _sft_run(family, source, tmp_path / "run", lr=2e-3,
+                       overlay="--gin_file=gin/overlays/lora.gin")
     adapter = workdir / "hf_adapter"
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(source) and config["r"] == 8

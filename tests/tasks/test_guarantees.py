@@ -125,10 +125,9 @@ def test_the_runs_table_reads_every_task(straight):
     assert repr(record.config["Trainer.task"]) == f"@{task.split('_')[0]}_task()"
 
 
+@pytest.mark.parametrize("straight", ["dpo_lora"], indirect=True)
 def test_dpo_with_lora_takes_the_adapters_off_model_as_its_reference(straight):
-    task, _, want = straight
-    if task != "dpo_lora":
-        pytest.skip("LoRA's reference")
+    _, _, want = straight
     first = [r for r in _records(want) if "train/loss" in r][0]
     assert first["step"] == 1 and first["train/margin"] == 0.0
     assert first["train/loss"] == pytest.approx(0.6931472, abs=1e-7)
