@@ -24,6 +24,7 @@ MFU against the GPU's datasheet bf16 peak and against a bf16 matmul measured on 
 import json
 import os
 import pathlib
+import shutil
 import statistics
 import subprocess
 import sys
@@ -246,6 +247,7 @@ def main(argv):
     if FLAGS.checkpoints:
         report["checkpoint"] = checkpoint_times(tmp, files)
     print(json.dumps(report, indent=2))
+    shutil.rmtree(tmp, ignore_errors=True)  # data, run folders and their checkpoints
 
 
 def gpu_main(steps, warmup):
@@ -278,6 +280,7 @@ def gpu_main(steps, warmup):
                         report["a_launcher_compiled"]["tokens_per_s"]
                         / report["a_launcher"]["tokens_per_s"]}
     print(json.dumps(report, indent=2))
+    shutil.rmtree(tmp, ignore_errors=True)  # each run's last checkpoint is about 12 GB
     return 0
 
 

@@ -1,9 +1,9 @@
 """The Trainer: builds the components it is given and runs the training loop.
 
-Tasks (lib/tasks/) differ in their data, loss, metrics and eval, not in the loop. `train()` orchestrates; `train_step()` does,
-in order: micro-batches -> forward/backward -> clip -> finiteness check -> optimizer step ->
-schedule -> metrics. Evaluation and checkpointing key off the same step counter, the last step
-included.
+Tasks (lib/tasks/) differ in their data, loss, metrics and eval, not in the loop. `train()`
+orchestrates; `train_step()` does, in order: micro-batches -> forward/backward -> clip ->
+finiteness check (agreed over ranks) -> optimizer step -> schedule -> metrics. Evaluation and
+checkpointing key off the same step counter, the last step included.
 """
 
 import pathlib
@@ -344,7 +344,9 @@ class Trainer:
         dataset = self.task.step_batches()
         workers = dict(num_workers=self.num_workers, multiprocessing_context="spawn",
                        worker_init_fn=config.WorkerConfig()) if self.num_workers else {}
+        # Pinned host memory lets the tasks' non_blocking copies overlap the GPU's work.
         return torch.utils.data.DataLoader(dataset, batch_size=None,
+                                           pin_memory=self.dist.device.type == "cuda",
                                            generator=torch.Generator().manual_seed(0),
                                            sampler=range(self.step, self.num_steps), **workers)
 

@@ -165,9 +165,9 @@ class DPOTask(Task):
     def _logps(self, model, batch):
         """(summed response log-probabilities [2n], response tokens [2n]), chosen rows first."""
         device = self.dist.device
-        tokens = batch["tokens"].to(device)
-        mask = batch["attention_mask"].to(device)
-        learn = response_mask(mask, batch["prompt_lengths"].to(device))
+        tokens, mask, prompt_lengths = (batch[k].to(device, non_blocking=True)
+                                        for k in ("tokens", "attention_mask", "prompt_lengths"))
+        learn = response_mask(mask, prompt_lengths)
         targets = shifted_targets(tokens, learn)
         logps = token_logps(model(tokens), targets)
         return logps.sum(-1), learn[:, 1:].sum(-1).float()

@@ -44,10 +44,11 @@ class RewardTask(Task):
     def forward(self, model, batch):
         """(chosen rewards, rejected rewards, margins), float32, on the model's device."""
         device = self.dist.device
-        rewards = compute_rewards(model, batch["tokens"].to(device),
-                                  batch["attention_mask"].to(device), right_padded=True)
+        tokens, mask, margin = (batch[k].to(device, non_blocking=True)
+                                for k in ("tokens", "attention_mask", "margin"))
+        rewards = compute_rewards(model, tokens, mask, right_padded=True)
         n = rewards.shape[0] // 2
-        return rewards[:n].float(), rewards[n:].float(), batch["margin"].to(device)
+        return rewards[:n].float(), rewards[n:].float(), margin
 
     def micro_batch_loss(self, model, batch):
         chosen, rejected, margin = self.forward(model, batch)

@@ -62,8 +62,8 @@ class SFTTask(Task):
 
     def _sums(self, model, batch):
         device = self.dist.device
-        logits = model(batch["tokens"].to(device))
-        targets = batch["targets"].to(device)
+        logits = model(batch["tokens"].to(device, non_blocking=True))
+        targets = batch["targets"].to(device, non_blocking=True)
         logps = token_logps(logits, targets)
         correct = ((logits.argmax(-1) == targets) & (targets != IGNORE)).sum()
         loss_sum = -logps.sum()

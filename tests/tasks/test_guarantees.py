@@ -101,7 +101,7 @@ def test_two_ranks_train_and_evaluate_like_one(straight, tmp_path):
     for key, value in one.items():
         if key.startswith("eval/") and isinstance(value, float):
             assert two[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
-    train = lambda w: [l for s, l in _numbers(w) if s <= 4][:4]  # noqa: E731
+    train = lambda w: [loss for s, loss in _numbers(w) if s <= 4][:4]  # noqa: E731
     assert train(workdir) == pytest.approx(train(want), rel=1e-5)
 
 

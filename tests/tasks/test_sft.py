@@ -101,7 +101,8 @@ def test_the_loss_and_gradients_do_not_depend_on_the_batch_split(tmp_path):
     results = {}
     for name, (nproc, global_batch, micro) in SPLITS.items():
         out = tmp_path / f"{nproc}-{micro}.pt"
-        args = ["--gin_file=gin/sft.gin", f"--gin_bindings=Trainer.global_batch_size={global_batch}",
+        args = ["--gin_file=gin/sft.gin",
+                f"--gin_bindings=Trainer.global_batch_size={global_batch}",
                 f"--gin_bindings=Trainer.micro_batch_size={micro}",
                 "--gin_bindings=Trainer.max_grad_norm=0.0"]
         launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
