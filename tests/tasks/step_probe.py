@@ -45,6 +45,7 @@ def main(argv):
     metrics = trainer.task.metrics(reduced, "train")
     if dist_info.is_main:
         torch.save({"metrics": metrics, "grads": grads}, out)
+    distributed.barrier()  # leave together: a rank that tears gloo down early can abort
     distributed.shutdown()
 
 
