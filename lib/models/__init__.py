@@ -1,1 +1,2 @@
-"""Model families (a package each) and the reward head they share."""
+"""Model families (a package each), the heads tasks attach, LoRA adapters, and HF weights in
+and out."""
