@@ -1,5 +1,5 @@
-"""The Checkpointer and RunLogger in one process: one async save in flight at most, and a W&B
-failure in the middle of a run that leaves metrics.jsonl intact."""
+"""In one process: one async save in flight at most, a W&B failure in the middle of a run that
+leaves metrics.jsonl intact, and the pad id the HF export relies on."""
 
 import json
 
@@ -44,3 +44,28 @@ def test_a_wandb_failure_mid_run_disables_wandb_and_keeps_the_metrics(tmp_path, 
              .splitlines()]
     assert steps == [1, 2]
     assert json.loads((tmp_path / "summary.json").read_text())["final/loss"] == 0.4
+
+
+def _tokenizer_dir(tmp_path, pad_token, rename_pad=False):
+    """The demo tokenizer with another pad_token setting, and optionally no <|pad|> token."""
+    from tests.conftest import DEMO
+
+    d = tmp_path / "tok"
+    d.mkdir(parents=True)
+    text = (DEMO / "tokenizer.json").read_text()
+    (d / "tokenizer.json").write_text(text.replace("<|pad|>", "<|spare|>") if rename_pad
+                                      else text)
+    config = json.loads((DEMO / "tokenizer_config.json").read_text())
+    config["pad_token"] = pad_token
+    (d / "tokenizer_config.json").write_text(json.dumps(config))
+    return d
+
+
+def test_the_pad_id_falls_back_to_a_reserved_pad_token_then_to_eos(tmp_path):
+    from lib.data.tokenizer import Tokenizer
+
+    eos_as_pad = Tokenizer(_tokenizer_dir(tmp_path / "a", "<|end_of_text|>"))
+    assert eos_as_pad.pad_id != eos_as_pad.eos_id
+    assert eos_as_pad.pad_id == eos_as_pad._tt.tokenizer.token_to_id("<|pad|>")
+    nothing = Tokenizer(_tokenizer_dir(tmp_path / "b", None, rename_pad=True))
+    assert nothing.pad_id == nothing.eos_id
