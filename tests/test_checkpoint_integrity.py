@@ -144,3 +144,32 @@ def test_a_best_metric_the_task_does_not_report_is_refused(search_roots):
                        r"metric of reward_task; valid: eval/loss, eval/accuracy"):
         config.load(["gin/reward.gin"], ["Checkpointer.best_metric = 'eval/perplexity'"],
                     builds=BUILDS)
+
+
+def test_the_best_checkpoint_exports_as_an_hf_directory(finished, tmp_path):
+    """launchers.export names a checkpoint (here best) and writes what export_hf writes."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    run = tmp_path / "w"
+    shutil.copytree(finished, run)
+    best = {"step": 2, "metric": "eval/accuracy", "value": 0.5}
+    (run / "checkpoints" / "best.json").write_text(json.dumps(best))
+    out = tmp_path / "hf-best"
+    proc = subprocess.run([sys.executable, "-m", "launchers.export",
+                           str(run / "checkpoints" / "best"), f"--out={out}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"exported {run / 'checkpoints' / 'step_2'} to {out}" in proc.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForSequenceClassification"]
+    assert (out / "model.safetensors").is_file()
+    missing = subprocess.run([sys.executable, "-m", "launchers.export",
+                              str(run / "checkpoints" / "step_9"), f"--out={out}"],
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "is not a complete checkpoint" in missing.stderr
