@@ -9,12 +9,18 @@
 #
 # Submit it from the repository root: sbatch runs a copy of this script from its spool
 # directory, so it works in $SLURM_SUBMIT_DIR and starts the workers with the venv's python
-# (`python -m torch.distributed.run`, which also works when the venv keeps a system CUDA torch
-# and has no torchrun of its own; PYTHON=... picks another interpreter). The workdir is named
-# after the job id, so a requeued job (same id) resumes from its newest checkpoint, and the log
-# is appended to. SLURM sends SIGTERM two minutes before the time limit; each rank then saves a
-# checkpoint at the next step boundary and stops, and the agent waits up to 110 s for that
-# (--shutdown_timeout; its default of 30 s is too short for a large checkpoint).
+# (`python -m launchers.torchrun`: torchrun with gintune's exit statuses, which also works when
+# the venv keeps a system CUDA torch and has no torchrun of its own; PYTHON=... picks another
+# interpreter).
+#
+# Preemption and time limits: SLURM sends SIGTERM to each node's torchrun two minutes before
+# the time limit (--signal=TERM@120; also `scancel --signal=TERM <job>`). torchrun passes it to
+# every rank, which saves a checkpoint at the next step boundary and stops; the agent waits up to
+# 110 s for that (--shutdown_timeout; its default of 30 s is too short for a large checkpoint)
+# and exits 75. On 75 this script requeues the job (`scontrol requeue`, up to MAX_REQUEUES
+# times, 20 by default): the job keeps its id, so its workdir, named after the id, is the same
+# and the run resumes from its newest checkpoint; the log (%x-%j.out) is appended to. Any other
+# status ends the job with that status (2 config or data, 3 non-finite loss, 74 disk, 1 a bug).
 #SBATCH --job-name=gintune
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=1
@@ -33,7 +39,22 @@ HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 cd "${SLURM_SUBMIT_DIR:-.}"
 PYTHON=${PYTHON:-.venv/bin/python}
 
-srun --kill-on-bad-exit=1 "$PYTHON" -m torch.distributed.run \
+MAX_REQUEUES=${MAX_REQUEUES:-20}
+
+status=0
+srun --kill-on-bad-exit=1 "$PYTHON" -m launchers.torchrun \
   --nnodes="$SLURM_NNODES" --nproc_per_node="$GPUS_PER_NODE" --shutdown_timeout=110 \
   --rdzv_backend=c10d --rdzv_endpoint="$HEAD_NODE:29500" --rdzv_id="$SLURM_JOB_ID" \
-  -m launchers.train --workdir="$WORKDIR" "$@"
+  -m launchers.train --workdir="$WORKDIR" "$@" || status=$?
+
+if [ "$status" -eq 75 ]; then
+  if [ "${SLURM_RESTART_COUNT:-0}" -lt "$MAX_REQUEUES" ]; then
+    echo "slurm_train.sh: stopped by a signal after a checkpoint; requeueing job $SLURM_JOB_ID" \
+      "(restart $((${SLURM_RESTART_COUNT:-0} + 1)) of at most $MAX_REQUEUES) into $WORKDIR" >&2
+    scontrol requeue "$SLURM_JOB_ID"
+  else
+    echo "error: job $SLURM_JOB_ID was requeued $MAX_REQUEUES times (MAX_REQUEUES); not again." \
+      "Resubmit with WORKDIR=$WORKDIR to resume" >&2
+  fi
+fi
+exit "$status"

@@ -1,7 +1,7 @@
 """Trains a model from .gin files.
 
     python -m launchers.train --gin_file=gin/reward.gin --gin_bindings='lr=1e-4'
-    torchrun --nproc_per_node=N -m launchers.train --gin_file=...
+    python -m launchers.torchrun --nproc_per_node=N -m launchers.train --gin_file=...
     python -m launchers.train --gin_file=... --validate_only
 
 Files apply in order, then bindings in order. The whole config is checked before anything is

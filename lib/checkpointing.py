@@ -237,6 +237,9 @@ class Checkpointer:
             (partial / "rng").mkdir(parents=True)
         distributed.barrier()
         _crash_point("partial_created", step)
+        # On a network file system another node may not see rank 0's folder yet: every rank
+        # makes it (DCP's writer does the same for its shards).
+        (partial / "rng").mkdir(parents=True, exist_ok=True)
         (partial / "rng" / f"rank_{dist.get_rank()}.json").write_text(json.dumps(rng_state()))
         dcp = _dcp()
         model_sd, optim_sd = dcp.state_dict.get_state_dict(model, optimizer,

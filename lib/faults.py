@@ -3,7 +3,8 @@
 GINTUNE_CRASH_AT=<point>:<step> makes this process SIGKILL itself when it reaches that point at
 that step, so a test can kill a run at an exact moment of a save or of the loop.
 GINTUNE_SIGNAL_AT=<point>:<step> sends it SIGTERM there instead: a preemption that lands at a
-known step; GINTUNE_RAISE_AT=<point>:<step> raises an unexpected RuntimeError there (a bug).
+known step; with a `:agent` suffix, rank 0 sends it to its parent, the torchrun agent, as SLURM or
+a user would; GINTUNE_RAISE_AT=<point>:<step> raises an unexpected RuntimeError there (a bug).
 Unset, a crash point costs three string comparisons.
 """
 
@@ -22,5 +23,7 @@ def crash_point(point: str, step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if _SIGNAL and _SIGNAL == f"{point}:{step}":
         os.kill(os.getpid(), signal.SIGTERM)
+    if _SIGNAL and _SIGNAL == f"{point}:{step}:agent" and os.environ.get("RANK") == "0":
+        os.kill(os.getppid(), signal.SIGTERM)
     if _RAISE and _RAISE == f"{point}:{step}":
         raise RuntimeError(f"fault injected at {point}:{step}")

@@ -26,7 +26,8 @@ def command(argv: Sequence[str]) -> str:
     """The command line that started this run, as one would type it again (torchrun included
     when the run was launched with it)."""
     if "TORCHELASTIC_RUN_ID" in os.environ:
-        launcher = ["torchrun", f"--nnodes={os.environ.get('GROUP_WORLD_SIZE', 1)}",
+        launcher = [sys.executable, "-m", "launchers.torchrun",
+                    f"--nnodes={os.environ.get('GROUP_WORLD_SIZE', 1)}",
                     f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', 1)}"]
     else:
         launcher = [sys.executable]

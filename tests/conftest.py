@@ -79,10 +79,11 @@ def demo_batch(tokenizer_dir, num_pairs=6):
 
 
 def run_launcher(args, cwd=REPO, env=None, timeout=600, torchrun_nproc=None):
-    """Runs `python -m launchers.train ARGS` (or under torchrun); returns the CompletedProcess."""
+    """Runs `python -m launchers.train ARGS` (or under torchrun, through launchers.torchrun);
+    returns the CompletedProcess."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})}
     if torchrun_nproc:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+        cmd = [sys.executable, "-m", "launchers.torchrun", "--standalone",
                f"--nproc_per_node={torchrun_nproc}", "-m", "launchers.train", *args]
     else:
         cmd = [sys.executable, "-m", "launchers.train", *args]

@@ -15,10 +15,10 @@ BASE = ["--gin_file=gin/reward.gin", "--gin_file=gin/debug/smoke.gin",
         "--gin_bindings=Trainer.eval_every=0", "--gin_bindings=RunLogger.use_wandb=False"]
 
 
-def _run(workdir, *extra, nproc=1):
-    proc = run_launcher([*BASE, *extra, f"--workdir={workdir}"],
+def _run(workdir, *extra, nproc=1, env=None, status=0):
+    proc = run_launcher([*BASE, *extra, f"--workdir={workdir}"], env=env,
                         torchrun_nproc=nproc if nproc > 1 else None)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == status, proc.stderr[-4000:]
     return proc
 
 
@@ -66,6 +66,40 @@ def test_a_checkpoint_resumes_at_another_world_size(straight, tmp_path, first, t
                                                            rel=1e-4)
 
 
+def test_a_sigterm_to_the_torchrun_agent_saves_every_rank_and_exits_75(straight, tmp_path):
+    """SLURM's warning before the time limit, or scancel: the agent gets SIGTERM (sent here by
+    rank 0 to its parent after step 2), passes it to both ranks, which save and stop; the
+    same command resumes, and the losses are those of an uninterrupted run."""
+    workdir = tmp_path / "w"
+    proc = _run(workdir, "--gin_bindings=Trainer.num_steps=6", nproc=2, status=75,
+                env={"GINTUNE_SIGNAL_AT": "step_end:2:agent"})
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: torchrun got SIGTERM and passed it to every rank, which save a checkpoint")
+    stopped_at = max(int(p.name.removeprefix("step_"))
+                     for p in (workdir / "checkpoints").glob("step_*"))
+    saved = workdir / "checkpoints" / f"step_{stopped_at}"
+    assert 2 <= stopped_at < 6 and (saved / "COMPLETE.json").exists()
+    assert sorted(p.name for p in saved.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    assert f"stopped by a signal at step {stopped_at}" in proc.stderr
+    assert "-m launchers.torchrun --nnodes=1 --nproc_per_node=2 -m launchers.train" in proc.stderr
+
+    proc = _run(workdir, "--gin_bindings=Trainer.num_steps=6", nproc=2)
+    assert f"step_{stopped_at}" in proc.stderr
+    got, want = _losses(workdir), _losses(straight)
+    assert [r["step"] for r in _records(workdir) if "train/loss" in r] == list(range(1, 7))
+    assert [got[s] for s in range(1, 7)] == pytest.approx([want[s] for s in range(1, 7)],
+                                                           rel=1e-4)
+
+
+def test_a_bug_in_a_rank_ends_torchrun_with_status_1_and_one_line_naming_the_rank(tmp_path):
+    """(A config problem's status 2 under torchrun: tests/launchers/test_train_e2e.py.)"""
+    proc = _run(tmp_path / "w", nproc=2, env={"GINTUNE_RAISE_AT": "step_end:1"}, status=1)
+    assert "fault injected at step_end:1" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: rank 0 exited with status 1 (an unexpected error; its log above says why); "
+        "torchrun stopped the others")
+
+
 def test_slurm_example_is_valid_bash_that_runs_torchrun_from_the_submit_directory():
     import subprocess
 
@@ -74,5 +108,6 @@ def test_slurm_example_is_valid_bash_that_runs_torchrun_from_the_submit_director
     script = REPO / "launchers" / "slurm_train.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     text = script.read_text()
-    assert "-m torch.distributed.run" in text and "--rdzv_backend=c10d" in text
+    assert "-m launchers.torchrun" in text and "--rdzv_backend=c10d" in text
+    assert "scontrol requeue" in text and "--open-mode=append" in text
     assert "-m launchers.train" in text and 'cd "${SLURM_SUBMIT_DIR' in text

@@ -166,15 +166,17 @@ def test_canonical_command_reaches_the_readme_accuracy(tmp_path):
 
 
 def test_ranks_with_different_configs_all_stop_with_a_message(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    cmd = [sys.executable, "-m", "launchers.torchrun", "--standalone", "--nproc_per_node=2",
            str(REPO / "tests" / "launchers" / "rank_dependent_train.py"), *SMOKE,
            f"--workdir={tmp_path / 'w'}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "WANDB_MODE": "offline"})
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "ranks hold different configs (ranks [1] differ from rank 0)" in proc.stderr
     assert "Trainer.seed = 1  # --gin_bindings[1]" in proc.stderr
-    assert "exitcode  : 2" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "exited with status 2 (a config or data problem; its log above says why); torchrun "
+        "stopped the others")
     assert not (tmp_path / "w").exists()
 
 

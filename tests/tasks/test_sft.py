@@ -105,7 +105,7 @@ def test_the_loss_and_gradients_do_not_depend_on_the_batch_split(tmp_path):
                 f"--gin_bindings=Trainer.global_batch_size={global_batch}",
                 f"--gin_bindings=Trainer.micro_batch_size={micro}",
                 "--gin_bindings=Trainer.max_grad_norm=0.0"]
-        launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
+        launcher = ([sys.executable, "-m", "launchers.torchrun", "--standalone",
                      f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable])
         proc = subprocess.run([*launcher, str(REPO / "tests/tasks/step_probe.py"), str(out),
                                *args], cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -1,0 +1,61 @@
+"""torchrun, ending the way every gintune launcher ends: one `error:` line and our exit status.
+
+    python -m launchers.torchrun --nproc_per_node=2 -m launchers.train --gin_file=gin/reward.gin
+
+The arguments are torchrun's own (`torch.distributed.run`), passed through unchanged, and the
+agent, its rendezvous, restarts and worker supervision are torchrun's. Only the ending differs.
+Plain torchrun exits 1 on any failure, after a traceback and a report of every rank; so a job
+script cannot tell a preemption that saved a checkpoint from a typo in a config. Here:
+
+- a SIGTERM or SIGINT to the agent (SLURM's warning before the time limit, `scancel`, Ctrl-C)
+  is passed by torchrun to every rank, which saves a checkpoint at its next step boundary and
+  stops; the agent waits for them (`--shutdown_timeout`, 30 s by default) and exits **75**;
+- ranks that fail: the exit status of the first rank that failed when it is one of gintune's
+  (2 config or data, 3 non-finite loss, 74 checkpoint write failure, 75 stopped by a signal),
+  and 1 otherwise (a bug, or a rank killed by a signal, e.g. by the kernel out of memory);
+  the failed rank's own log says why, and the last line names it.
+"""
+
+import signal
+import sys
+
+from launchers.cli import fail
+
+OUR_STATUSES = {2: "a config or data problem", 3: "a non-finite loss",
+                74: "a checkpoint could not be written", 75: "stopped by a signal"}
+EXIT_UNEXPECTED, EXIT_PREEMPTED = 1, 75
+
+
+def _signal_name(sigval) -> str:
+    try:
+        return signal.Signals(sigval).name
+    except ValueError:
+        return f"signal {sigval}"
+
+
+def main(argv=None) -> None:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        run(args)
+    except SignalException as e:
+        fail(f"torchrun got {_signal_name(e.sigval)} and passed it to every rank, which save a "
+             f"checkpoint at their next step boundary and stop (the log above says "
+             f"where); run the same command to resume", EXIT_PREEMPTED)
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        if failure.exitcode < 0:
+            fail(f"rank {rank} was killed by {failure.signal_name()} (by the kernel when a "
+                 f"node runs out of memory, or by the scheduler); torchrun stopped the others",
+                 EXIT_UNEXPECTED)
+        status = failure.exitcode if failure.exitcode in OUR_STATUSES else EXIT_UNEXPECTED
+        what = OUR_STATUSES.get(status, "an unexpected error")
+        fail(f"rank {rank} exited with status {failure.exitcode} ({what}; its log above says "
+             f"why); torchrun stopped the others", status)
+
+
+if __name__ == "__main__":
+    main()
