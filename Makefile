@@ -6,13 +6,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-slurm clean
 
 demo: $(STAMP)
 	$(BIN)/python -m launchers.train --gin_file=gin/reward.gin --gin_bindings='lr=1e-4'
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# launchers/slurm_train.sh under a real one-node SLURM cluster (Debian's slurm-wlm, installed
+# if missing; needs root to start the daemons). About two minutes.
+test-slurm: $(STAMP)
+	tests/slurm/cluster.sh start
+	$(BIN)/python -m pytest -q -m slurm tests/slurm; status=$$?; tests/slurm/cluster.sh stop; exit $$status
 
 setup: $(STAMP)
 

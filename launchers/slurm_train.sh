@@ -13,11 +13,13 @@
 # the venv keeps a system CUDA torch and has no torchrun of its own; PYTHON=... picks another
 # interpreter).
 #
-# Preemption and time limits: SLURM sends SIGTERM to each node's torchrun two minutes before
-# the time limit (--signal=TERM@120; also `scancel --signal=TERM <job>`). torchrun passes it to
-# every rank, which saves a checkpoint at the next step boundary and stops; the agent waits up to
-# 110 s for that (--shutdown_timeout; its default of 30 s is too short for a large checkpoint)
-# and exits 75. On 75 this script requeues the job (`scontrol requeue`, up to MAX_REQUEUES
+# Preemption and time limits: two minutes before the time limit SLURM sends SIGUSR1 to every
+# process of the job step (--signal=USR1@120; `scancel --signal=USR1 <job>` does the same by
+# hand). Each node's torchrun agent then sends SIGTERM to its ranks, which save a checkpoint at
+# the next step boundary and stop; the agent waits up to 110 s for that (--shutdown_timeout; its
+# default of 30 s is too short for a large checkpoint) and exits 75. SIGUSR1 rather than SIGTERM
+# because W&B's service process, which SLURM signals too, exits on SIGTERM (losing the run's
+# last records) and ignores SIGUSR1. On 75 this script requeues the job (`scontrol requeue`, up to MAX_REQUEUES
 # times, 20 by default): the job keeps its id, so its workdir, named after the id, is the same
 # and the run resumes from its newest checkpoint; the log (%x-%j.out) is appended to. Any other
 # status ends the job with that status (2 config or data, 3 non-finite loss, 74 disk, 1 a bug).
@@ -27,7 +29,7 @@
 #SBATCH --gpus-per-node=8
 #SBATCH --cpus-per-task=32
 #SBATCH --time=24:00:00
-#SBATCH --signal=TERM@120
+#SBATCH --signal=USR1@120
 #SBATCH --requeue
 #SBATCH --output=%x-%j.out
 #SBATCH --open-mode=append

@@ -7,9 +7,12 @@ agent, its rendezvous, restarts and worker supervision are torchrun's. Only the 
 Plain torchrun exits 1 on any failure, after a traceback and a report of every rank; so a job
 script cannot tell a preemption that saved a checkpoint from a typo in a config. Here:
 
-- a SIGTERM or SIGINT to the agent (SLURM's warning before the time limit, `scancel`, Ctrl-C)
-  is passed by torchrun to every rank, which saves a checkpoint at its next step boundary and
-  stops; the agent waits for them (`--shutdown_timeout`, 30 s by default) and exits **75**;
+- a SIGTERM, SIGINT or SIGUSR1 to the agent (`scancel`, Ctrl-C, SLURM's warning before the
+  time limit) makes torchrun send SIGTERM to every rank, which saves a checkpoint at its next
+  step boundary and stops; the agent waits for them (`--shutdown_timeout`, 30 s by default)
+  and exits **75**. SIGUSR1 is the one to send to a whole job: SLURM signals every process of
+  a job step, and W&B's service process exits on SIGTERM, losing the run's last records,
+  while it ignores SIGUSR1 (plain torchrun would die of a SIGUSR1);
 - ranks that fail: the exit status of the first rank that failed when it is one of gintune's
   (2 config or data, 3 non-finite loss, 74 checkpoint write failure, 75 stopped by a signal),
   and 1 otherwise (a bug, or a rank killed by a signal, e.g. by the kernel out of memory);
@@ -38,13 +41,22 @@ def main(argv=None) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
+    received = []
+
+    def on_usr1(signum, frame):
+        # What torchrun does for SIGTERM: its agent stops the ranks with the signal it got.
+        received.append(signum)
+        raise SignalException(f"Process got signal: {signum}", sigval=signal.SIGTERM)
+
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGUSR1, on_usr1)
     try:
         run(args)
     except SignalException as e:
-        fail(f"torchrun got {_signal_name(e.sigval)} and passed it to every rank, which save a "
-             f"checkpoint at their next step boundary and stop (the log above says "
-             f"where); run the same command to resume", EXIT_PREEMPTED)
+        got = _signal_name(received[0] if received else e.sigval)
+        fail(f"torchrun got {got} and passed SIGTERM to every rank, which save a checkpoint "
+             f"at their next step boundary and stop (the log above says where); run the same "
+             f"command to resume", EXIT_PREEMPTED)
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         if failure.exitcode < 0:

@@ -9,7 +9,7 @@ Exit status: 0 done; 1 an unexpected error (a bug: its traceback, then a last li
 the run was doing); 2 a config or data problem (nothing trained), or a checkpoint that cannot
 be resumed; 3 a non-finite loss (the last good checkpoint is kept); 74 a checkpoint could not be
 written (a full disk: the partial folder is removed, earlier checkpoints are intact); 75 stopped
-by SIGTERM/SIGINT after saving a checkpoint (run the same command again to resume).
+by SIGTERM/SIGINT/SIGUSR1 after saving a checkpoint (run the same command again to resume).
 """
 
 import datetime
@@ -168,9 +168,10 @@ def _compare_configs(resume: pathlib.Path, cfg, allow_config_change: bool):
 
 
 def _install_stop_handlers(trainer: Trainer) -> dict:
-    """SIGTERM and SIGINT ask the trainer to checkpoint and stop at the next step boundary."""
+    """SIGTERM, SIGINT and SIGUSR1 (SLURM's warning before a time limit, see
+    launchers/slurm_train.sh) ask the trainer to checkpoint and stop at the next step boundary."""
     previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         previous[sig] = signal.signal(sig, lambda *_: trainer.request_stop())
     return previous
 

@@ -74,7 +74,7 @@ def test_a_sigterm_to_the_torchrun_agent_saves_every_rank_and_exits_75(straight,
     proc = _run(workdir, "--gin_bindings=Trainer.num_steps=6", nproc=2, status=75,
                 env={"GINTUNE_SIGNAL_AT": "step_end:2:agent"})
     assert proc.stderr.strip().splitlines()[-1].startswith(
-        "error: torchrun got SIGTERM and passed it to every rank, which save a checkpoint")
+        "error: torchrun got SIGTERM and passed SIGTERM to every rank, which save a checkpoint")
     stopped_at = max(int(p.name.removeprefix("step_"))
                      for p in (workdir / "checkpoints").glob("step_*"))
     saved = workdir / "checkpoints" / f"step_{stopped_at}"

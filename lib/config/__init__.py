@@ -166,13 +166,21 @@ class WorkerConfig:
 
     Workers started with spawn or forkserver (the Linux default from Python 3.14) import gin
     afresh and would see only the defaults; this carries the bindings over as gin text.
+    Workers also ignore the stop signals (SIGTERM, SIGINT, SIGUSR1): SLURM and a terminal's
+    Ctrl-C send them to every process, and a worker that died of one would fail the main
+    process's next batch before it could checkpoint; the main process stops them itself.
     """
 
     def __init__(self):
         self.text = gin.config_str()
 
     def __call__(self, worker_id: int) -> None:
+        import signal
+
         import lib.configurables  # noqa: F401  registers the names the text uses
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_IGN)
 
         gin_config.reset()
         gin.parse_config(self.text)

@@ -35,7 +35,14 @@ def test_the_saved_config_relaunches_to_the_losses_it_recorded(tmp_path):
     proc = run_launcher([f"--gin_file={SAVED}", f"--workdir={tmp_path / 'w'}",
                          "--gin_bindings=RunLogger.use_wandb=False"])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    losses = lambda path: [(r["step"], r.get("train/loss"), r.get("eval/loss"))  # noqa: E731
-                           for r in map(json.loads, path.read_text().splitlines())
-                           if "train/loss" in r or "eval/loss" in r]
-    assert losses(tmp_path / "w" / "metrics.jsonl") == losses(SAVED.parent / "metrics.jsonl")
+    records = lambda path: [r for r in map(json.loads, path.read_text().splitlines())  # noqa: E731
+                            if "train/loss" in r or "eval/loss" in r]
+    got, saved = records(tmp_path / "w" / "metrics.jsonl"), records(SAVED.parent / "metrics.jsonl")
+    assert [(r["step"], "train/loss" in r) for r in got] == [
+        (r["step"], "train/loss" in r) for r in saved]
+    # Bit-identical on the machine that saved it; another CPU's float kernels (vector width,
+    # summation order) move the losses by about 1e-7.
+    for g, s in zip(got, saved):
+        for key in ("train/loss", "eval/loss"):
+            if key in s:
+                assert g[key] == pytest.approx(s[key], rel=1e-5)

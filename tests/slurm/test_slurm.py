@@ -1,0 +1,100 @@
+"""launchers/slurm_train.sh under a real SLURM (a one-node cluster on this machine, started by
+tests/slurm/cluster.sh; `make test-slurm` does both). Not part of `make test`: it needs root to
+start the daemons, and about two minutes.
+
+One job, submitted as a user would (from the repository root, 2 ranks on CPU): SLURM's SIGUSR1
+before the time limit makes both ranks checkpoint; torchrun exits 75; the script requeues the
+job, which keeps its id and its workdir; the requeued job resumes from that checkpoint into the
+same workdir and appends to the same log; a second SIGUSR1, sent by hand as an operator would
+(`scancel --signal=USR1`), stops and requeues it again."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(
+    shutil.which("sbatch") is None
+    or subprocess.run(["sinfo", "-h"], capture_output=True).returncode != 0,
+    reason="no SLURM cluster: run `make test-slurm` (starts one with tests/slurm/cluster.sh)")]
+
+# Long enough that SLURM's warning (sent within 30 s of being due) always comes first.
+TRAIN = ["--gin_file=gin/reward.gin", "--gin_file=gin/debug/smoke.gin",
+         "--gin_bindings=Trainer.num_steps=100000", "--gin_bindings=Trainer.log_every=10",
+         "--gin_bindings=Trainer.eval_every=0", "--gin_bindings=Trainer.checkpoint_every=0"]
+
+
+def _job(job_id):
+    out = subprocess.run(["scontrol", "show", "job", str(job_id)], capture_output=True,
+                         text=True).stdout
+    return dict(re.findall(r"(\w+)=(\S+)", out))
+
+
+def _wait(predicate, what, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _steps(workdir):
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [r["step"] for r in map(json.loads, path.read_text().splitlines())
+            if "train/loss" in r]
+
+
+def test_a_warning_before_the_time_limit_requeues_the_job_into_the_same_workdir(tmp_path):
+    workdir, log = tmp_path / "w", tmp_path / "job.out"
+    env = {**os.environ, "WANDB_MODE": "offline", "GPUS_PER_NODE": "2",
+           "WORKDIR": str(workdir)}
+    submit = subprocess.run(
+        ["sbatch", "--parsable", "--nodes=1", "--gpus-per-node=0", "--cpus-per-task=2", "--time=2",
+         "--signal=USR1@60", f"--output={log}", "launchers/slurm_train.sh", *TRAIN],
+        cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    job_id = submit.stdout.strip().split(";")[0]
+    try:
+        # 1. SLURM's warning (60 s before the 2-minute limit): checkpoint, 75, requeue.
+        _wait(lambda: _job(job_id).get("Restarts") == "1", "the first requeue", 150)
+        first = max(int(p.name.removeprefix("step_"))
+                    for p in (workdir / "checkpoints").glob("step_*"))
+        text = log.read_text()
+        assert "error: torchrun got SIGUSR1 and passed SIGTERM to every rank" in text
+        assert f"requeueing job {job_id} (restart 1 of at most 20) into {workdir}" in text
+        assert _steps(workdir)[-1] <= first
+
+        # 2. The requeued job (released now rather than after SLURM's requeue delay, and given
+        # time) resumes from that checkpoint in the same workdir, appending to the same log.
+        # SLURM refuses to start a job in the same second its old credential was revoked.
+        _wait(lambda: _job(job_id).get("JobState") == "PENDING", "the job to be pending", 60)
+        time.sleep(2)
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now",
+                        "TimeLimit=10"], check=True)
+        _wait(lambda: any(s > first + 10 for s in _steps(workdir)), "the resumed job's steps",
+              120)
+        subprocess.run(["scancel", "--signal=USR1", job_id], check=True)
+        _wait(lambda: _job(job_id).get("Restarts") == "2", "the second requeue", 120)
+        text = log.read_text()
+        assert text.count("fresh start: no checkpoint") == 1
+        assert f"resuming from {workdir}/checkpoints/step_{first}" in text
+        assert text.count("torchrun got SIGUSR1") == 2
+        assert "W&B logging failed" not in text  # SIGUSR1 spares W&B's service process
+        second = max(int(p.name.removeprefix("step_"))
+                     for p in (workdir / "checkpoints").glob("step_*"))
+        assert second > first
+        steps = _steps(workdir)
+        assert steps == sorted(set(steps)) and steps[-1] <= second  # each step once
+        assert sorted(p.name for p in (workdir / "checkpoints" / f"step_{second}").glob(
+            "*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    finally:
+        subprocess.run(["scancel", job_id])
