@@ -1,7 +1,9 @@
 """The ceiling: a minimal hand-written PyTorch loop over the same torchtune model, loss,
-optimizer and batches as the launcher, with no library around it.
+optimizer and batches as the launcher, with no library around it; rows padded to the batch's
+longest.
 
     python -m benchmarks.handwritten_loop --data=pairs.jsonl --steps=40 [--compile]
+    python -m benchmarks.handwritten_loop --task=sft --data=sft.jsonl --max_length=512
 
 Prints one JSON line: per-step seconds and non-pad tokens.
 """
@@ -13,7 +15,9 @@ from absl import app, flags
 
 from benchmarks.handwritten import build, step
 
-flags.DEFINE_string("data", None, "pairs.jsonl")
+flags.DEFINE_enum("task", "reward", ["reward", "sft"], "reward: Bradley-Terry on pairs; "
+                  "sft: cross-entropy on prompt-completion examples")
+flags.DEFINE_string("data", None, "pairs.jsonl (reward) or prompt-completion jsonl (sft)")
 flags.DEFINE_integer("steps", 40, "optimizer steps")
 flags.DEFINE_integer("batch_size", 16, "pairs per step")
 flags.DEFINE_integer("max_length", 256, "tokens per side")
@@ -25,7 +29,33 @@ flags.DEFINE_bool("compile", False, "torch.compile each block")
 FLAGS = flags.FLAGS
 
 
+def sft_main():
+    from lib.data.batching import StepSchedule
+    from lib.data.sft_data import build_sft_data
+    from lib.data.tokenizer import Tokenizer
+
+    from benchmarks.data import DEMO
+    from benchmarks.handwritten import build, pad_examples, sft_step
+
+    tokenizer = Tokenizer(DEMO)
+    examples = build_sft_data(tokenizer, train_files=[FLAGS.data], eval_files=[FLAGS.data],
+                              max_length=FLAGS.max_length).train
+    schedule = StepSchedule(len(examples), FLAGS.batch_size, 0, 1, FLAGS.batch_size, seed=0)
+    model, opt = build(FLAGS.num_layers, FLAGS.embed_dim, FLAGS.num_heads,
+                       FLAGS.intermediate_dim, FLAGS.max_length, FLAGS.compile, head="lm")
+    times, tokens = [], []
+    for i in range(FLAGS.steps):
+        t0 = time.perf_counter()
+        batch = [examples[j] for j in schedule.micro_batches(i)[0]]
+        sft_step(model, opt, *pad_examples(batch, tokenizer.pad_id))
+        times.append(time.perf_counter() - t0)
+        tokens.append(sum(len(e.tokens) for e in batch))
+    print(json.dumps({"step_s": times, "tokens": tokens}))
+
+
 def main(argv):
+    if FLAGS.task == "sft":
+        return sft_main()
     from lib.data.batching import StepSchedule, collate
     from lib.data.encoding import encode_pairs
     from lib.data.sources import read_pairs

@@ -7,8 +7,10 @@ percent from run to run on a shared 2-core machine) hits all of them alike.
 
 a: the Trainer built from gin/benchmarks/reward.gin through the library's config checks, its
    `train_step` (a_compiled: with fsdp.compile_blocks=True); b: benchmarks/handwritten.py's
-   model, optimizer and step (b_compiled: each block compiled the same way). Prints one JSON
-   line: per-step seconds of each contestant and the non-pad tokens of each step. What this
+   model, optimizer and step (b_compiled: each block compiled the same way), on the same
+   examples padded to the batch's longest (the Trainer packs them: Trainer.pack; see
+   benchmarks/packing.py for that comparison). Prints one JSON line: per-step seconds of each
+   contestant and the non-pad tokens of each step. What this
    leaves out of (a), next to a launcher run, is start-up, W&B and the reports every 10 steps.
 """
 
@@ -28,6 +30,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     from lib import config, distributed
     from lib.checkpointing import Checkpointer
+    from lib.data.batching import collate
     from lib.trainer import Trainer
 
     from benchmarks import handwritten
@@ -45,8 +48,8 @@ def main(argv):
             workdir = tempfile.mkdtemp(prefix="gintune-paired-")
             trainer = Trainer(workdir, dist_info, Checkpointer(workdir))
             steppers[name] = trainer.train_step
-            if batches is None:  # every contestant steps on the first Trainer's batches
-                batches = trainer._step_loader()
+            if batches is None:  # every contestant steps on the first Trainer's examples
+                batches, task = trainer._step_loader(), trainer.task
         else:
             model, opt = handwritten.build(4, 256, 4, 688, 256, compiled)
             steppers[name] = (lambda m, o: lambda mbs: [handwritten.step(m, o, b)
@@ -55,10 +58,12 @@ def main(argv):
         raise app.UsageError("--runs needs a or a_compiled (its Trainer provides the batches)")
     seconds = {name: [] for name in steppers}
     tokens = []
-    for micro_batches in batches:
+    for step, micro_batches in enumerate(batches):
+        padded = [collate([task.data.train[j] for j in indices], task.tokenizer.pad_id)
+                  for indices in task.schedule.micro_batches(step)]
         for name, take_step in steppers.items():
             t0 = time.perf_counter()
-            take_step(micro_batches)
+            take_step(micro_batches if name.startswith("a") else padded)
             seconds[name].append(time.perf_counter() - t0)
         tokens.append(sum(b["num_tokens"] for b in micro_batches))
     distributed.shutdown()

@@ -68,6 +68,8 @@ def fsdp(model: torch.nn.Module, dist_info, param_dtype: str = "float32",
             # length): dynamic=True also made the gathered parameters' shapes symbolic, and the
             # backward graph ran about 35% slower under FSDP here.
             layer.forward = torch.compile(layer.forward)
+    # What attention computes in: an explicit attention mask (packed batches) is built in it.
+    model.compute_dtype = DTYPES[param_dtype]
     if unwrapped:
         if dist_info.is_main:
             logging.info("one process in float32: the model is not wrapped with FSDP2 "

@@ -89,6 +89,14 @@ class Trainer:
       log_every: report training metrics every this many steps (averaged over them).
       max_grad_norm: clip the global gradient norm to this; 0 disables clipping.
       seed: seeds initialization and the data order (python, numpy and torch RNGs).
+      pack: padding-free batches (lib/data/packing.py): a micro-batch's sequences share rows,
+        each attending only to itself, so no compute goes to padding; per-sequence results
+        equal the padded ones (to float summation order). False pads every row to the
+        micro-batch's longest sequence. `train/packing_efficiency` reports real / computed
+        tokens either way.
+      tf32: on a GPU, run float32 matmuls and convolutions in TensorFloat-32 (Ampere and
+        newer: several times the float32 rate, float32 accumulation); no effect on a CPU, or on
+        what bf16 mixed precision (fsdp.param_dtype) computes in bf16.
       num_workers: DataLoader worker processes that prepare the next steps' batches (started
         with spawn; each gets this process's config); 0 prepares them in the training loop.
       export_hf: after the last step, also write the model as a Hugging Face directory
@@ -109,8 +117,8 @@ class Trainer:
                  num_steps: int, global_batch_size: int, micro_batch_size: int,
                  eval_batch_size: int = 32, eval_every: int = 0, checkpoint_every: int = 0,
                  log_every: int = 10, max_grad_norm: float = 1.0, seed: int = 0,
-                 num_workers: int = 0, export_hf: bool = False, init_from: str = "",
-                 adapter_fn: Optional[Callable] = None):
+                 pack: bool = True, tf32: bool = True, num_workers: int = 0,
+                 export_hf: bool = False, init_from: str = "", adapter_fn: Optional[Callable] = None):
         if num_steps < 1:
             raise ValueError(f"Trainer.num_steps={num_steps} must be >= 1")
         self.workdir = pathlib.Path(workdir)
@@ -120,12 +128,14 @@ class Trainer:
         self.checkpoint_every, self.log_every = checkpoint_every, log_every
         self.max_grad_norm, self.num_workers = max_grad_norm, num_workers
         self.export_hf = export_hf
+        if dist_info.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
         _seed_everything(seed)
 
         self.tokenizer = tokenizer_fn()
         self.task = task
         task.setup(self.tokenizer, dist_info, seed, global_batch_size, micro_batch_size,
-                   eval_batch_size)
+                   eval_batch_size, pack)
 
         torch.manual_seed(seed)  # the same initial weights on every rank, before sharding
         model = model_fn(head=task.model_head)
@@ -260,14 +270,15 @@ class Trainer:
         return final_eval
 
     def train_step(self, micro_batches):
-        """One optimizer step; returns (metric sums on the device, non-pad tokens seen, lr).
+        """One optimizer step; returns (metric sums on the device, [non-pad tokens, computed
+        tokens], lr).
 
         The finiteness check is the step's one wait for the device; metric sums stay there
         until a report reads them.
         """
         self.model.train()
         sums = torch.zeros(len(self.task.sum_names), device=self.dist.device)
-        tokens = 0
+        tokens = np.zeros(2, dtype=np.int64)
         # Each loss sum is divided by this rank's share of the global batch's weight (pairs,
         # or completion tokens); FSDP averages gradients over ranks, so the gradient is the
         # mean over the global batch however it is split.
@@ -278,7 +289,7 @@ class Trainer:
             loss_sum, batch_sums = self.task.micro_batch_loss(self.model, batch)
             (loss_sum / share).backward()
             sums += batch_sums
-            tokens += batch["num_tokens"]
+            tokens += (batch["num_tokens"], batch["computed_tokens"])
         # With CPU offload the norm comes back on the CPU; the metric sums live on the device.
         grad_norm = _clip(self.model, self.max_grad_norm).to(sums.device)
         if not self._all_finite(torch.isfinite(grad_norm) & torch.isfinite(sums[0])):
@@ -355,11 +366,14 @@ class Trainer:
         sums = sums.cpu()
         n = len(self.task.sum_names)  # sums[n]: the window's summed gradient norm
         grad_norm = float(sums[n]) / steps
-        reduced = distributed.all_reduce_sum(torch.cat([sums[:n], torch.tensor([tokens])]))
-        metrics = self.task.metrics(reduced[:n], "train")
+        reduced = distributed.all_reduce_sum(
+            torch.cat([sums[:n].double(), torch.as_tensor(tokens, dtype=torch.float64)]))
+        metrics = self.task.metrics(reduced[:n].float(), "train")
+        real, computed = float(reduced[n]), float(reduced[n + 1])
         metrics.update({"train/lr": lr, "train/grad_norm": grad_norm,
-                        "train/tokens": int(reduced[n]),
-                        "train/tokens_per_s": float(reduced[n]) / max(elapsed, 1e-9)})
+                        "train/tokens": int(real),
+                        "train/tokens_per_s": real / max(elapsed, 1e-9),
+                        "train/packing_efficiency": real / max(computed, 1.0)})
         return metrics
 
 

@@ -78,10 +78,56 @@ def demo_batch(tokenizer_dir, num_pairs=6):
     return batch["tokens"], batch["attention_mask"]
 
 
-def run_launcher(args, cwd=REPO, env=None, timeout=600, torchrun_nproc=None):
+class _LauncherServer:
+    """The client of tests/launcher_server.py: one server per test session, started on first
+    use; each launch is a child process forked from it."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.launcher_server"], cwd=REPO,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if json.loads(self.proc.stdout.readline() or "{}").get("ready") is not True:
+            raise RuntimeError("tests/launcher_server.py did not start")
+
+    def run(self, args, cwd, env, timeout):
+        import select
+        import signal
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="gintune-launch-") as tmp:
+            out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
+            self.proc.stdin.write(json.dumps({"argv": list(map(str, args)), "cwd": str(cwd),
+                                              "env": env, "out": out, "err": err}) + "\n")
+            self.proc.stdin.flush()
+            pid = json.loads(self.proc.stdout.readline())["pid"]
+            if not select.select([self.proc.stdout], [], [], timeout)[0]:
+                os.kill(pid, signal.SIGKILL)
+                self.proc.stdout.readline()
+                raise subprocess.TimeoutExpired(["launchers.train", *args], timeout)
+            returncode = json.loads(self.proc.stdout.readline())["returncode"]
+            with open(out) as o, open(err) as e:
+                return subprocess.CompletedProcess(
+                    [sys.executable, "-m", "launchers.train", *args], returncode, o.read(),
+                    e.read())
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+_server = None
+
+
+def run_launcher(args, cwd=REPO, env=None, timeout=600, torchrun_nproc=None, fresh=False):
     """Runs `python -m launchers.train ARGS` (or under torchrun, through launchers.torchrun);
-    returns the CompletedProcess."""
+    returns the CompletedProcess. A single-process launch is forked from a server that has
+    already imported the launcher's dependencies (tests/launcher_server.py); `fresh` starts a
+    new interpreter instead, for what happens while importing."""
+    global _server
     full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})}
+    if not torchrun_nproc and not fresh:
+        if _server is None:
+            _server = _LauncherServer()
+        return _server.run(args, cwd, full_env, timeout)
     if torchrun_nproc:
         cmd = [sys.executable, "-m", "launchers.torchrun", "--standalone",
                f"--nproc_per_node={torchrun_nproc}", "-m", "launchers.train", *args]
@@ -89,3 +135,8 @@ def run_launcher(args, cwd=REPO, env=None, timeout=600, torchrun_nproc=None):
         cmd = [sys.executable, "-m", "launchers.train", *args]
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _server is not None:
+        _server.close()

@@ -12,6 +12,7 @@ from typing import Callable, List, Sequence
 import torch
 
 from lib.data.encoding import EncodedPair
+from lib.data.packing import pack
 
 
 def batch_problems(global_batch_size: int, micro_batch_size: int, world_size: int):
@@ -103,4 +104,28 @@ def collate(pairs: Sequence[EncodedPair], pad_id: int) -> dict:
                                   + [p.prompt_lengths[1] for p in pairs], dtype=torch.long)
     return {"tokens": tokens, "attention_mask": mask, "margin": margin,
             "prompt_lengths": prompt_lengths, "num_tokens": int(mask.sum()),
-            "weight": len(pairs)}
+            "computed_tokens": tokens.numel(), "weight": len(pairs)}
+
+
+def collate_packed(pairs: Sequence[EncodedPair], pad_id: int) -> dict:
+    """The padding-free form of collate(): the same sequences (chosen sides, then rejected
+    sides, in that order wherever a batch lists sequences) packed by lib/data/packing.py.
+
+    Returns its tokens, segments, positions, starts and ends, plus `response` [rows, s] (True at
+    each sequence's tokens after its prompt), margin, prompt_lengths, num_tokens, computed_tokens
+    and weight as collate() does.
+    """
+    seqs = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    batch = pack(seqs, pad_id)
+    prompt_lengths = torch.tensor([p.prompt_lengths[0] for p in pairs]
+                                  + [p.prompt_lengths[1] for p in pairs], dtype=torch.long)
+    segments = batch["segments"]
+    batch["response"] = (segments >= 0) & (
+        batch["positions"] >= prompt_lengths[segments.clamp(min=0)])
+    batch.update(margin=torch.tensor([p.margin or 0.0 for p in pairs], dtype=torch.float32),
+                 prompt_lengths=prompt_lengths, weight=len(pairs))
+    return batch
+
+
+def collate_pairs(pairs: Sequence[EncodedPair], pad_id: int, packed: bool) -> dict:
+    return collate_packed(pairs, pad_id) if packed else collate(pairs, pad_id)

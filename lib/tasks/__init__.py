@@ -4,7 +4,7 @@ The Trainer (lib/trainer.py) owns the loop: steps, gradient accumulation, clippi
 finiteness check, the LR schedule, eval and checkpoint cadence, stop requests, logging and
 sharding. A task owns the rest, and the Trainer reaches it only through `Task`:
 
-    setup(tokenizer, dist_info, seed, batch sizes)   read its data, build the step schedule
+    setup(tokenizer, dist_info, seed, batch sizes, pack)   read its data, build the schedule
     model_head                                  "lm" or "reward": what the model builder attaches
     on_model_built(model)                       the initial weights, before sharding
     prepare(model, workdir, resuming)           after sharding, before a checkpoint is restored
@@ -15,10 +15,12 @@ sharding. A task owns the rest, and the Trainer reaches it only through `Task`:
     eval_samples(model)                         a few generated examples to show, or []
     summary(), checkpoint_state(), export(...)
 
-A micro-batch is a dict with at least `num_tokens` (non-pad tokens, for tokens/s) and `weight`
-(the units its loss sums over: pairs, or completion tokens). The Trainer divides each loss sum
-by the global batch's total weight, so the gradient is the mean over the global batch whatever
-the split into ranks and micro-batches. Adding a task touches no file of the loop.
+A micro-batch is a dict with at least `num_tokens` (non-pad tokens, for tokens/s),
+`computed_tokens` (the tokens the model runs on, padding included) and `weight` (the units its
+loss sums over: pairs, or completion tokens). With `pack` (Trainer.pack) a task collates its
+micro-batches padding-free (lib/data/packing.py), eval batches too. The Trainer divides each
+loss sum by the global batch's total weight, so the gradient is the mean over the global batch
+whatever the split into ranks and micro-batches. Adding a task touches no file of the loop.
 """
 
 import pathlib
@@ -46,9 +48,9 @@ class Task:
     eval_metric_names: Sequence[str] = ()
 
     def setup(self, tokenizer, dist_info, seed: int, global_batch_size: int,
-              micro_batch_size: int, eval_batch_size: int) -> None:
+              micro_batch_size: int, eval_batch_size: int, pack: bool = False) -> None:
         """Reads and encodes the data; builds the step schedule of the training set."""
-        self.tokenizer, self.dist = tokenizer, dist_info
+        self.tokenizer, self.dist, self.pack = tokenizer, dist_info, pack
         self.eval_batch_size = eval_batch_size
         self.data = self.build_data(tokenizer)
         if not self.data.eval:

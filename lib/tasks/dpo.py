@@ -30,12 +30,13 @@ from absl import logging
 
 from lib import distributed
 from lib.config.registry import configurable
-from lib.data.batching import StepBatches, collate, eval_shard
+from lib.data.batching import StepBatches, collate_pairs, eval_shard
+from lib.data.packing import packed_forward, per_sequence_sum
 from lib.initialization import state_digest
 from lib.losses import METRIC_SUMS, metric_sums, metrics_from_sums
 from lib.models.limits import max_length_problems
 from lib.models.lora import is_adapted
-from lib.models.logprobs import response_mask, shifted_targets, token_logps
+from lib.models.logprobs import IGNORE, response_mask, shifted_targets, token_logps
 from lib.tasks import EVAL_METRICS, Task
 from lib.tasks.reward import PAIR_METRICS
 
@@ -48,9 +49,10 @@ class ReferenceError(ValueError):
     """The stored reference log-probabilities cannot be used for this run."""
 
 
-def collate_indexed(items, pad_id: int) -> dict:
-    """collate() of (index, pair) items, plus the pairs' indices (to find cached values)."""
-    batch = collate([pair for _, pair in items], pad_id)
+def collate_indexed(items, pad_id: int, packed: bool = False) -> dict:
+    """collate_pairs() of (index, pair) items, plus the pairs' indices (to find cached
+    values)."""
+    batch = collate_pairs([pair for _, pair in items], pad_id, packed)
     batch["indices"] = torch.tensor([i for i, _ in items], dtype=torch.long)
     return batch
 
@@ -77,8 +79,8 @@ class DPOTask(Task):
         return facts
 
     def step_batches(self):
-        return StepBatches(self.schedule, list(enumerate(self.data.train)),
-                           functools.partial(collate_indexed, pad_id=self.tokenizer.pad_id))
+        return StepBatches(self.schedule, list(enumerate(self.data.train)), functools.partial(
+            collate_indexed, pad_id=self.tokenizer.pad_id, packed=self.pack))
 
     # -- the reference ------------------------------------------------------------------------
 
@@ -141,7 +143,8 @@ class DPOTask(Task):
         out = torch.zeros(len(pairs), 2)
         for indices in eval_shard(len(pairs), self.dist.rank, self.dist.world_size,
                                   self.eval_batch_size):
-            batch = collate([pairs[j] for j in indices] or pairs[:1], self.tokenizer.pad_id)
+            batch = collate_pairs([pairs[j] for j in indices] or pairs[:1],
+                                  self.tokenizer.pad_id, self.pack)
             logps, _ = self._logps(model, batch)
             if indices:
                 k = len(indices)
@@ -165,8 +168,17 @@ class DPOTask(Task):
     def _logps(self, model, batch):
         """(summed response log-probabilities [2n], response tokens [2n]), chosen rows first."""
         device = self.dist.device
-        tokens, mask, prompt_lengths = (batch[k].to(device, non_blocking=True)
-                                        for k in ("tokens", "attention_mask", "prompt_lengths"))
+        tokens = batch["tokens"].to(device, non_blocking=True)
+        if "segments" in batch:  # packed: sum each sequence's own positions
+            targets = shifted_targets(tokens, batch["response"].to(device, non_blocking=True))
+            logps = token_logps(packed_forward(model, batch, device), targets)
+            # A target at t is the next token of t's own sequence (a sequence's first token
+            # is prompt, never a target), so t's segment owns it.
+            segments, n = batch["segments"].to(device, non_blocking=True), len(batch["ends"])
+            return (per_sequence_sum(logps, segments, n),
+                    per_sequence_sum((targets != IGNORE).float(), segments, n))
+        mask, prompt_lengths = (batch[k].to(device, non_blocking=True)
+                                for k in ("attention_mask", "prompt_lengths"))
         learn = response_mask(mask, prompt_lengths)
         targets = shifted_targets(tokens, learn)
         logps = token_logps(model(tokens), targets)
@@ -204,8 +216,8 @@ class DPOTask(Task):
     def evaluate(self, model) -> dict:
         sums = torch.zeros(len(SUMS))
         pad_id = self.tokenizer.pad_id
-        for batch, weight in self.eval_batches(lambda items: collate_indexed(items, pad_id),
-                                               indexed=True):
+        for batch, weight in self.eval_batches(
+                lambda items: collate_indexed(items, pad_id, self.pack), indexed=True):
             loss, chosen, rejected, logps = self._pair_losses(model, batch, "eval")
             sums += self._sums(loss, chosen, rejected, logps,
                                torch.full_like(loss, weight)).cpu()

@@ -12,7 +12,8 @@ from typing import Callable
 import torch
 
 from lib.config.registry import configurable
-from lib.data.batching import StepBatches, collate
+from lib.data.batching import StepBatches, collate_pairs
+from lib.data.packing import packed_forward
 from lib.losses import METRIC_SUMS, metric_sums, metrics_from_sums
 from lib.models.limits import max_length_problems
 from lib.models.reward import compute_rewards
@@ -35,18 +36,23 @@ class RewardTask(Task):
         return self.data_fn(tokenizer)
 
     def collate(self, pairs):
-        return collate(pairs, self.tokenizer.pad_id)
+        return collate_pairs(pairs, self.tokenizer.pad_id, self.pack)
 
     def step_batches(self):
-        return StepBatches(self.schedule, self.data.train,
-                           functools.partial(collate, pad_id=self.tokenizer.pad_id))
+        return StepBatches(self.schedule, self.data.train, functools.partial(
+            collate_pairs, pad_id=self.tokenizer.pad_id, packed=self.pack))
 
     def forward(self, model, batch):
         """(chosen rewards, rejected rewards, margins), float32, on the model's device."""
         device = self.dist.device
-        tokens, mask, margin = (batch[k].to(device, non_blocking=True)
-                                for k in ("tokens", "attention_mask", "margin"))
-        rewards = compute_rewards(model, tokens, mask, right_padded=True)
+        margin = batch["margin"].to(device, non_blocking=True)
+        if "segments" in batch:  # packed: each sequence's reward at its own last token
+            out = packed_forward(model, batch, device)
+            rewards = out.reshape(-1)[batch["ends"].to(device, non_blocking=True)]
+        else:
+            tokens, mask = (batch[k].to(device, non_blocking=True)
+                            for k in ("tokens", "attention_mask"))
+            rewards = compute_rewards(model, tokens, mask, right_padded=True)
         n = rewards.shape[0] // 2
         return rewards[:n].float(), rewards[n:].float(), margin
 

@@ -16,6 +16,7 @@ import torch
 
 from lib.config.registry import configurable
 from lib.data.batching import StepBatches
+from lib.data.packing import pack, packed_forward
 from lib.generation import complete
 from lib.models.limits import max_length_problems
 from lib.models.logprobs import IGNORE, shifted_targets, token_logps
@@ -24,8 +25,18 @@ from lib.tasks import EVAL_METRICS, Task
 SUMS = ("loss", "correct", "tokens")
 
 
-def collate_examples(examples, pad_id: int, train_on_prompt: bool) -> dict:
-    """Right-padded tokens [b, longest] and next-token targets (IGNORE outside the loss)."""
+def collate_examples(examples, pad_id: int, train_on_prompt: bool,
+                     packed: bool = False) -> dict:
+    """Right-padded tokens [b, longest] and next-token targets (IGNORE outside the loss); or,
+    `packed`, the padding-free rows of lib/data/packing.py with their targets."""
+    if packed:
+        batch = pack([e.tokens for e in examples], pad_id)
+        segments = batch["segments"]
+        starts = torch.tensor([1 if train_on_prompt else e.prompt_length for e in examples])
+        learn = (segments >= 0) & (batch["positions"] >= starts[segments.clamp(min=0)])
+        batch["targets"] = shifted_targets(batch["tokens"], learn)
+        batch["weight"] = int((batch["targets"] != IGNORE).sum())
+        return batch
     longest = max(len(e.tokens) for e in examples)
     tokens = torch.full((len(examples), longest), pad_id, dtype=torch.long)
     mask = torch.zeros((len(examples), longest), dtype=torch.bool)
@@ -36,7 +47,7 @@ def collate_examples(examples, pad_id: int, train_on_prompt: bool) -> dict:
     learn = mask & (torch.arange(longest)[None, :] >= starts[:, None])
     targets = shifted_targets(tokens, learn)
     return {"tokens": tokens, "targets": targets, "num_tokens": int(mask.sum()),
-            "weight": int((targets != IGNORE).sum())}
+            "computed_tokens": tokens.numel(), "weight": int((targets != IGNORE).sum())}
 
 
 class SFTTask(Task):
@@ -55,14 +66,17 @@ class SFTTask(Task):
 
     def _collate_fn(self):
         return functools.partial(collate_examples, pad_id=self.tokenizer.pad_id,
-                                 train_on_prompt=self.train_on_prompt)
+                                 train_on_prompt=self.train_on_prompt, packed=self.pack)
 
     def step_batches(self):
         return StepBatches(self.schedule, self.data.train, self._collate_fn())
 
     def _sums(self, model, batch):
         device = self.dist.device
-        logits = model(batch["tokens"].to(device, non_blocking=True))
+        if "segments" in batch:
+            logits = packed_forward(model, batch, device)
+        else:
+            logits = model(batch["tokens"].to(device, non_blocking=True))
         targets = batch["targets"].to(device, non_blocking=True)
         logps = token_logps(logits, targets)
         correct = ((logits.argmax(-1) == targets) & (targets != IGNORE)).sum()

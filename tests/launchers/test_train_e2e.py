@@ -22,7 +22,7 @@ SMOKE = ["--gin_file=gin/reward.gin", "--gin_file=gin/debug/smoke.gin",
 def smoke_run(tmp_path_factory):
     """One short run from a working directory outside the repository, default workdir."""
     cwd = tmp_path_factory.mktemp("elsewhere")
-    proc = run_launcher(SMOKE, cwd=cwd)
+    proc = run_launcher(SMOKE, cwd=cwd, fresh=True)  # fresh: checks import-time output
     assert proc.returncode == 0, proc.stderr[-4000:]
     (workdir,) = (cwd / "runs").iterdir()
     return workdir, proc
@@ -67,8 +67,11 @@ def test_metrics_and_progress_are_reported(smoke_run):
     assert [r["step"] for r in train] == [2, 4] and [r["step"] for r in evals] == [2, 4]
     for key in ("train/accuracy", "train/tie_rate", "train/margin", "train/reward_chosen",
                 "train/reward_rejected", "train/reward_std", "train/tokens_per_s", "train/lr",
-                "train/tokens", "train/step_s_median", "train/grad_norm"):
+                "train/tokens", "train/step_s_median", "train/grad_norm",
+                "train/packing_efficiency"):
         assert key in train[0]
+    # Packed by default: real tokens over computed ones (the demo's padded batches: about 0.6).
+    assert 0.75 < train[0]["train/packing_efficiency"] <= 1.0
     assert evals[-1]["eval/pairs"] == 400
     assert "step 4/4 | loss" in proc.stderr and "tok/s" in proc.stderr and "eta" in proc.stderr
     assert "Detected no triton" not in proc.stderr  # torchao's warning, silenced at its logger
