@@ -118,7 +118,8 @@ class Trainer:
                  eval_batch_size: int = 32, eval_every: int = 0, checkpoint_every: int = 0,
                  log_every: int = 10, max_grad_norm: float = 1.0, seed: int = 0,
                  pack: bool = True, tf32: bool = True, num_workers: int = 0,
-                 export_hf: bool = False, init_from: str = "", adapter_fn: Optional[Callable] = None):
+                 export_hf: bool = False, init_from: str = "",
+                 adapter_fn: Optional[Callable] = None):
         if num_steps < 1:
             raise ValueError(f"Trainer.num_steps={num_steps} must be >= 1")
         self.workdir = pathlib.Path(workdir)
