@@ -8,7 +8,8 @@ Files apply in order, then bindings in order. The whole config is checked before
 built or written; every problem is reported and the exit status is 2. Everything of the run
 goes to --workdir (default runs/<name of the first --gin_file>-<YYYYmmdd-HHMMSS>, under the
 working directory); launching again with the same --workdir resumes from its newest complete
-checkpoint. Exit status: see lib/run.py (0 done, 2 config, 3 non-finite loss, 75 preempted).
+checkpoint. Exit status: see lib/run.py (0 done, 1 a bug, 2 config or data, 3 non-finite loss,
+74 checkpoint write failure, 75 stopped by a signal).
 """
 
 import os
