@@ -46,41 +46,43 @@ class _Writer:
         raise RuntimeError(f"could not build a text of {num_tokens} tokens")
 
 
+def _write(path: pathlib.Path, count: int, seed: int, row) -> pathlib.Path:
+    """Writes `count` rows, each `row(writer)`, as JSON lines to path; returns path."""
+    w = _Writer(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for _ in range(count):
+            f.write(json.dumps(row(w)) + "\n")
+    return path
+
+
 def make(out_dir: pathlib.Path, num_pairs: int, min_tokens: int = 64, max_tokens: int = 256,
          seed: int = 0) -> pathlib.Path:
     """Writes out_dir/pairs.jsonl (preference pairs; see the module doc); returns the file."""
-    w = _Writer(seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "pairs.jsonl"
-    with open(path, "w") as f:
-        for _ in range(num_pairs):
-            chosen_len = w.rng.randint(min_tokens, max_tokens)
-            rejected_len = w.rng.randint(min_tokens, max_tokens)
-            shorter = min(chosen_len, rejected_len)
-            prompt_len = w.rng.randint(max(2, shorter // 4), max(2, shorter // 2))
-            prompt = w.text(prompt_len, bos=True, eos=False)
-            f.write(json.dumps({
-                "prompt": prompt,
+    def pair(w):
+        chosen_len = w.rng.randint(min_tokens, max_tokens)
+        rejected_len = w.rng.randint(min_tokens, max_tokens)
+        shorter = min(chosen_len, rejected_len)
+        prompt_len = w.rng.randint(max(2, shorter // 4), max(2, shorter // 2))
+        prompt = w.text(prompt_len, bos=True, eos=False)
+        return {"prompt": prompt,
                 "chosen": w.text(chosen_len - prompt_len, bos=False, eos=True),
-                "rejected": w.text(rejected_len - prompt_len, bos=False, eos=True)}) + "\n")
-    return path
+                "rejected": w.text(rejected_len - prompt_len, bos=False, eos=True)}
+
+    return _write(out_dir / "pairs.jsonl", num_pairs, seed, pair)
 
 
 def make_sft(out_dir: pathlib.Path, num_examples: int, min_tokens: int = 64,
              max_tokens: int = 512, seed: int = 0) -> pathlib.Path:
     """Writes out_dir/sft.jsonl: prompt + completion of min..max tokens, the prompt a tenth
     to a half of it; returns the file."""
-    w = _Writer(seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "sft.jsonl"
-    with open(path, "w") as f:
-        for _ in range(num_examples):
-            total = w.rng.randint(min_tokens, max_tokens)
-            prompt_len = w.rng.randint(max(2, total // 10), max(2, total // 2))
-            f.write(json.dumps({
-                "prompt": w.text(prompt_len, bos=True, eos=False),
-                "completion": w.text(total - prompt_len, bos=False, eos=True)}) + "\n")
-    return path
+    def example(w):
+        total = w.rng.randint(min_tokens, max_tokens)
+        prompt_len = w.rng.randint(max(2, total // 10), max(2, total // 2))
+        return {"prompt": w.text(prompt_len, bos=True, eos=False),
+                "completion": w.text(total - prompt_len, bos=False, eos=True)}
+
+    return _write(out_dir / "sft.jsonl", num_examples, seed, example)
 
 
 def length_report(lengths_a, lengths_b=None) -> dict:
