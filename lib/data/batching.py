@@ -12,7 +12,7 @@ from typing import Callable, List, Sequence
 import torch
 
 from lib.data.encoding import EncodedPair
-from lib.data.packing import pack
+from lib.data.packing import from_position, pack
 
 
 def batch_problems(global_batch_size: int, micro_batch_size: int, world_size: int):
@@ -119,9 +119,7 @@ def collate_packed(pairs: Sequence[EncodedPair], pad_id: int) -> dict:
     batch = pack(seqs, pad_id)
     prompt_lengths = torch.tensor([p.prompt_lengths[0] for p in pairs]
                                   + [p.prompt_lengths[1] for p in pairs], dtype=torch.long)
-    segments = batch["segments"]
-    batch["response"] = (segments >= 0) & (
-        batch["positions"] >= prompt_lengths[segments.clamp(min=0)])
+    batch["response"] = from_position(batch, prompt_lengths)
     batch.update(margin=torch.tensor([p.margin or 0.0 for p in pairs], dtype=torch.float32),
                  prompt_lengths=prompt_lengths, weight=len(pairs))
     return batch

@@ -58,6 +58,13 @@ def pack(seqs: Sequence[Sequence[int]], pad_id: int) -> dict:
             "num_tokens": sum(lengths), "computed_tokens": num_rows * row_length}
 
 
+def from_position(batch: dict, starts: torch.Tensor) -> torch.Tensor:
+    """[rows, s] bool: True at sequence i's tokens from its position starts[i] on (its response
+    after a prompt of starts[i] tokens, say)."""
+    segments = batch["segments"]
+    return (segments >= 0) & (batch["positions"] >= starts[segments.clamp(min=0)])
+
+
 def block_causal_mask(segments: torch.Tensor) -> torch.Tensor:
     """[rows, s, s] bool, True where query t may attend to key u: same sequence and u <= t.
     A padding position attends to itself only, which keeps its softmax finite; nothing reads

@@ -16,7 +16,7 @@ import torch
 
 from lib.config.registry import configurable
 from lib.data.batching import StepBatches
-from lib.data.packing import pack, packed_forward
+from lib.data.packing import from_position, pack, packed_forward
 from lib.generation import complete
 from lib.models.limits import max_length_problems
 from lib.models.logprobs import IGNORE, shifted_targets, token_logps
@@ -31,10 +31,8 @@ def collate_examples(examples, pad_id: int, train_on_prompt: bool,
     `packed`, the padding-free rows of lib/data/packing.py with their targets."""
     if packed:
         batch = pack([e.tokens for e in examples], pad_id)
-        segments = batch["segments"]
         starts = torch.tensor([1 if train_on_prompt else e.prompt_length for e in examples])
-        learn = (segments >= 0) & (batch["positions"] >= starts[segments.clamp(min=0)])
-        batch["targets"] = shifted_targets(batch["tokens"], learn)
+        batch["targets"] = shifted_targets(batch["tokens"], from_position(batch, starts))
         batch["weight"] = int((batch["targets"] != IGNORE).sum())
         return batch
     longest = max(len(e.tokens) for e in examples)
