@@ -19,10 +19,11 @@
 # the next step boundary and stop; the agent waits up to 110 s for that (--shutdown_timeout; its
 # default of 30 s is too short for a large checkpoint) and exits 75. SIGUSR1 rather than SIGTERM
 # because W&B's service process, which SLURM signals too, exits on SIGTERM (losing the run's
-# last records) and ignores SIGUSR1. On 75 this script requeues the job (`scontrol requeue`, up to MAX_REQUEUES
-# times, 20 by default): the job keeps its id, so its workdir, named after the id, is the same
-# and the run resumes from its newest checkpoint; the log (%x-%j.out) is appended to. Any other
-# status ends the job with that status (2 config or data, 3 non-finite loss, 74 disk, 1 a bug).
+# last records) and ignores SIGUSR1. On 75 this script requeues the job (`scontrol requeue`, up
+# to MAX_REQUEUES times, 20 by default): the job keeps its id, so its workdir, named after the
+# id, is the same and the run resumes from its newest checkpoint; the log (%x-%j.out) is
+# appended to. Any other status ends the job with that status (2 config or data, 3 non-finite
+# loss, 74 disk, 1 a bug).
 #SBATCH --job-name=gintune
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=1

@@ -68,9 +68,9 @@ def test_a_checkpoint_resumes_at_another_world_size(straight, tmp_path, first, t
 
 
 def test_a_sigterm_to_the_torchrun_agent_saves_every_rank_and_exits_75(straight, tmp_path):
-    """SLURM's warning before the time limit, or scancel: the agent gets SIGTERM (sent here by
-    rank 0 to its parent after step 2), passes it to both ranks, which save and stop; the
-    same command resumes, and the losses are those of an uninterrupted run."""
+    """scancel, or a user's kill: the agent gets SIGTERM (sent here by rank 0 to its parent
+    after step 2), passes it to both ranks, which save and stop; the same command resumes, and
+    the losses are those of an uninterrupted run. (SLURM's SIGUSR1 warning: tests/slurm.)"""
     workdir = tmp_path / "w"
     proc = _run(workdir, "--gin_bindings=Trainer.num_steps=6", nproc=2, status=75,
                 env={"GINTUNE_SIGNAL_AT": "step_end:2:agent"})
