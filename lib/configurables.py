@@ -4,7 +4,7 @@ Model builders import torchtune inside their bodies, so registering costs no tor
 """
 
 from lib import (checkpointing, dpo_losses, losses, optim, parallel, reporting,  # noqa: F401
-                 schedules, trainer)
-from lib.data import preference_data, sft_data, tokenizer  # noqa: F401
+                 rewards, schedules, trainer)
+from lib.data import preference_data, prompt_data, sft_data, tokenizer  # noqa: F401
 from lib.models import hf, llama, lora, qwen2  # noqa: F401
-from lib.tasks import dpo, reward, sft  # noqa: F401
+from lib.tasks import dpo, grpo, reward, sft  # noqa: F401

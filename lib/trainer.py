@@ -85,6 +85,8 @@ class Trainer:
         global_batch_size / (world size x micro_batch_size) of them per step).
       eval_batch_size: examples per eval forward on one rank.
       eval_every: evaluate every this many steps and after the last step; 0 only at the end.
+      eval_first: also evaluate before the first step (logged at step 0), for the starting
+        value of each eval metric; a resumed run does not repeat it.
       checkpoint_every: save every this many steps and after the last step; 0 only at the end.
       log_every: report training metrics every this many steps (averaged over them).
       max_grad_norm: clip the global gradient norm to this; 0 disables clipping.
@@ -115,7 +117,8 @@ class Trainer:
                  tokenizer_fn: Callable, model_fn: Callable,
                  shard_fn: Callable, optimizer_fn: Callable, lr_schedule_fn: Callable,
                  num_steps: int, global_batch_size: int, micro_batch_size: int,
-                 eval_batch_size: int = 32, eval_every: int = 0, checkpoint_every: int = 0,
+                 eval_batch_size: int = 32, eval_every: int = 0, eval_first: bool = False,
+                 checkpoint_every: int = 0,
                  log_every: int = 10, max_grad_norm: float = 1.0, seed: int = 0,
                  pack: bool = True, tf32: bool = True, num_workers: int = 0,
                  export_hf: bool = False, init_from: str = "",
@@ -125,7 +128,7 @@ class Trainer:
         self.workdir = pathlib.Path(workdir)
         self.dist, self.checkpointer = dist_info, checkpointer
         self.num_steps, self.global_batch_size = num_steps, global_batch_size
-        self.eval_every = eval_every
+        self.eval_every, self.eval_first = eval_every, eval_first
         self.checkpoint_every, self.log_every = checkpoint_every, log_every
         self.max_grad_norm, self.num_workers = max_grad_norm, num_workers
         self.export_hf = export_hf
@@ -209,6 +212,8 @@ class Trainer:
         if self.step >= self.num_steps and self.dist.is_main:
             logging.info("nothing to train: the checkpoint is at step %d of %d", self.step,
                          self.num_steps)
+        if self.eval_first and self.step == 0:
+            self._evaluate_and_log(logger)
         batches = iter(self._step_loader())
         while self.step < self.num_steps:
             t_step = time.perf_counter()
@@ -235,17 +240,10 @@ class Trainer:
                 sums, tokens, t0, step_times = None, 0, time.perf_counter(), []
             evaluated = _due(self.step, self.eval_every, last)
             if evaluated:
-                self.activity = f"evaluating at step {self.step}"
-                final_eval = self.evaluate()
-                samples = self.task.eval_samples(self.model)
-                if self.dist.is_main:
-                    logging.info("eval @ step %d | %s", self.step, _fmt(final_eval))
-                    for sample in samples:
-                        logging.info("sample @ step %d | %s", self.step, _fmt(sample))
-                logger.log(self.step, final_eval)
-                if samples:
-                    logger.table(self.step, "eval/samples", samples)
-            stop = self._stop_agreed()
+                final_eval = self._evaluate_and_log(logger)
+            # Every rank takes part in the agreement; the task may defer the stop to a step it
+            # can resume from exactly.
+            stop = self._stop_agreed() and self.task.checkpointable(self.step)
             if _due(self.step, self.checkpoint_every, last) or stop:
                 self.activity = f"saving the checkpoint of step {self.step}"
                 path = self.save_checkpoint(operative_config, logger,
@@ -278,6 +276,7 @@ class Trainer:
         until a report reads them.
         """
         self.model.train()
+        micro_batches = self.task.rollout(self.model, micro_batches)
         sums = torch.zeros(len(self.task.sum_names), device=self.dist.device)
         tokens = np.zeros(2, dtype=np.int64)
         # Each loss sum is divided by this rank's share of the global batch's weight (pairs,
@@ -308,6 +307,21 @@ class Trainer:
         """The task's metrics over the whole eval set, exact at any world size."""
         self.model.eval()
         return self.task.evaluate(self.model)
+
+    def _evaluate_and_log(self, logger: RunLogger) -> dict:
+        """Evaluates at this step; the metrics and the task's samples go to the console and
+        the logger."""
+        self.activity = f"evaluating at step {self.step}"
+        metrics = self.evaluate()
+        samples = self.task.eval_samples(self.model)
+        if self.dist.is_main:
+            logging.info("eval @ step %d | %s", self.step, _fmt(metrics))
+            for sample in samples:
+                logging.info("sample @ step %d | %s", self.step, _fmt(sample))
+        logger.log(self.step, metrics)
+        if samples:
+            logger.table(self.step, "eval/samples", samples)
+        return metrics
 
     def save_checkpoint(self, operative_config: str, logger: RunLogger,
                         metrics: dict = None) -> pathlib.Path:

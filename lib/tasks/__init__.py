@@ -9,6 +9,8 @@ sharding. A task owns the rest, and the Trainer reaches it only through `Task`:
     on_model_built(model)                       the initial weights, before sharding
     prepare(model, workdir, resuming)           after sharding, before a checkpoint is restored
     step_batches()                              step -> this rank's collated micro-batches
+    rollout(model, micro_batches)               a step's batches made with the model (GRPO)
+    checkpointable(step)                        whether a checkpoint may be taken after step
     micro_batch_loss(model, batch)              (loss sum to back-propagate, metric sums)
     metrics(sums, prefix)                       metric sums -> named metrics
     evaluate(model)                             eval metrics, exact at any world size
@@ -74,6 +76,17 @@ class Task:
 
     def step_batches(self) -> torch.utils.data.Dataset:
         raise NotImplementedError
+
+    def rollout(self, model, micro_batches: List[dict]) -> List[dict]:
+        """The step's micro-batches as training needs them. A task that trains on what the
+        model generates (GRPO) samples and scores here, every rank at once (a sharded model
+        needs every rank); others return them unchanged."""
+        return micro_batches
+
+    def checkpointable(self, step: int) -> bool:
+        """Whether the state after `step` can be saved and resumed exactly (GRPO: only after a
+        rollout's last pass). A stop request waits for such a step."""
+        return True
 
     def micro_batch_loss(self, model, batch: dict):
         raise NotImplementedError
