@@ -1,9 +1,9 @@
-"""Generating completions: the one seam that eval samples (and later rollouts) go through.
+"""Greedy completions for eval samples, through the same generator as GRPO's rollouts.
 
-Built on torchtune's `generate` with a KV cache that exists only during the call
-(`local_kv_cache`), so the training model is left as it was. Every rank calls it with the same
-prompts (a sharded model needs every rank in each forward) and gets the same tokens. A serving
-engine for GPU rollouts would replace `complete` and nothing else.
+`complete` runs lib/rollout.py's batched generator greedily on the model as it is (sharded or
+not: every rank calls it with the same prompts, since a sharded model needs every rank in each
+forward, and gets the same tokens), one prompt at a time so that each stops at the model's
+longest sequence.
 """
 
 from typing import List, Sequence
@@ -13,8 +13,8 @@ import torch
 
 @torch.no_grad()
 def complete(model, prompts: Sequence[List[int]], max_new_tokens: int, stop_tokens: List[int],
-             max_seq_len: int) -> List[List[int]]:
-    """Greedy completions of each prompt (one at a time: no padding), cut after a stop token.
+             max_seq_len: int, pad_id: int = 0) -> List[List[int]]:
+    """Greedy completions of each prompt, cut after a stop token.
 
     Args:
       model: a torchtune decoder with an LM head (sharded or not).
@@ -22,25 +22,18 @@ def complete(model, prompts: Sequence[List[int]], max_new_tokens: int, stop_toke
       max_new_tokens: at most this many tokens per completion.
       stop_tokens: ids that end a completion (kept in the output).
       max_seq_len: the model's longest sequence (its rotary cache); completions stop there.
+      pad_id: unused by one-prompt batches (nothing is padded); any id.
     """
-    from torchtune.generation import generate
-    from torchtune.modules.common_utils import local_kv_cache
+    from lib.rollout import Sampler, Sampling
 
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    rng = torch.Generator(device=device).manual_seed(0)  # greedy: drawn from, never decisive
+    sampler = Sampler(None)
+    sampler.sync(model)
     out = []
     for prompt in prompts:
         new = min(max_new_tokens, max_seq_len - len(prompt))
         if new < 1:
             out.append([])
             continue
-        with local_kv_cache(model, batch_size=1, device=device, dtype=dtype,
-                            decoder_max_seq_len=len(prompt) + new):
-            tokens, _ = generate(model, torch.tensor([prompt], device=device),
-                                 max_generated_tokens=new, top_k=1, stop_tokens=stop_tokens,
-                                 rng=rng)
-        completion = tokens[0, len(prompt):].tolist()
-        stop = next((i for i, t in enumerate(completion) if t in stop_tokens), None)
-        out.append(completion if stop is None else completion[:stop + 1])
+        settings = Sampling(max_new_tokens=new, stop_tokens=tuple(stop_tokens), greedy=True)
+        out.extend(sampler.generate([prompt], settings, pad_id))
     return out

@@ -2,16 +2,15 @@
 
 `Sampler` has two calls: `sync(model)` before a rollout (the policy's current weights reach the
 generator) and `generate(prompts, settings, generator)`. This implementation generates in the
-training process with torchtune's `generate` (a KV cache that exists only during the call),
-batched, prompts left-padded. Unsharded, it generates with the training model itself; sharded
-with FSDP2 (more than one rank, or bf16), every rank gathers the full weights into its own
-unsharded copy in `sync` (a collective) and then generates for its own prompts with no
-collective, so ranks may stop at different lengths. A vLLM engine for GPU rollouts would
-implement the same two calls (weights pushed in `sync`); it is not built here.
+training process, batched, prompts left-padded, with a KV cache that exists only during the
+call (torchtune's `local_kv_cache` and its padding masks). Unsharded, it generates with the
+training model itself. Sharded with FSDP2 (more than one rank, or bf16), every rank gathers the
+full weights into its own unsharded copy in `sync` (a collective) and then generates for its own
+prompts with no collective, so ranks may stop at different lengths. A vLLM engine for GPU
+rollouts would implement the same two calls (weights pushed in `sync`); it is not built here.
 """
 
 import dataclasses
-import functools
 import time
 from typing import List, Optional, Sequence
 
@@ -48,14 +47,15 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int,
     return logits
 
 
-def _next_token(model, input_pos, x, mask=None, *, temperature, top_k, q, top_p, greedy):
-    """torchtune's generate_next_token with nucleus sampling; argmax when greedy."""
-    logits = model(x, input_pos=input_pos, mask=mask)[:, -1]
-    if greedy:
-        return logits.argmax(-1, keepdim=True).int(), logits.unsqueeze(1)
-    probs = torch.softmax(filter_logits(logits.float(), temperature, top_k, top_p), dim=-1)
-    # The exponential-race draw torchtune uses: argmax(p / q), q ~ Exp(1) from the rng.
-    return (probs / q).argmax(-1, keepdim=True).int(), logits.unsqueeze(1)
+def _pick(logits: torch.Tensor, settings: "Sampling", generator) -> torch.Tensor:
+    """[b] next tokens: argmax when greedy, else a draw from the filtered distribution by the
+    exponential race torchtune uses (argmax of p / q, q ~ Exp(1) from `generator`)."""
+    if settings.greedy:
+        return logits.argmax(-1)
+    probs = torch.softmax(filter_logits(logits.float(), settings.temperature, settings.top_k,
+                                        settings.top_p), dim=-1)
+    q = torch.empty_like(probs).exponential_(1, generator=generator)
+    return (probs / q).argmax(-1)
 
 
 class Sampler:
@@ -87,32 +87,50 @@ class Sampler:
     def generate(self, prompts: Sequence[List[int]], settings: Sampling, pad_id: int,
                  generator: Optional[torch.Generator] = None) -> List[List[int]]:
         """One completion per prompt (token ids, the stop token kept when one ended it)."""
-        from torchtune.generation import generate
+        from torchtune.generation import (get_causal_mask_from_padding_mask,
+                                          get_position_ids_from_padding_mask)
         from torchtune.modules.common_utils import local_kv_cache
 
+        if not settings.greedy and generator is None:
+            raise ValueError("sampling needs a generator (greedy=True does not)")
         model = self.model
         device = next(model.parameters()).device
         dtype = next(model.parameters()).dtype
-        longest = max(len(p) for p in prompts)
+        longest, new = max(len(p) for p in prompts), settings.max_new_tokens
         batch = torch.full((len(prompts), longest), pad_id, dtype=torch.long, device=device)
+        real = torch.zeros((len(prompts), longest + new), dtype=torch.bool, device=device)
         for i, p in enumerate(prompts):  # left padding: every prompt ends where generation starts
             batch[i, longest - len(p):] = torch.tensor(p, device=device)
+            real[i, longest - len(p):] = True
+        # Padding is hidden from every query and positions count real tokens only, so a row's
+        # completion does not depend on its neighbours' lengths.
+        masks = get_causal_mask_from_padding_mask(real, target_seq_len=longest + new)
+        positions = get_position_ids_from_padding_mask(real)
+        stops = torch.tensor(list(settings.stop_tokens), device=device)
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        steps = []
         was_training = model.training
         model.eval()
-        step = functools.partial(_next_token, top_p=settings.top_p, greedy=settings.greedy)
         try:
             with local_kv_cache(model, batch_size=len(prompts), device=device, dtype=dtype,
-                                decoder_max_seq_len=longest + settings.max_new_tokens):
-                tokens, _ = generate(model, batch, max_generated_tokens=settings.max_new_tokens,
-                                     pad_id=pad_id, temperature=settings.temperature,
-                                     top_k=settings.top_k or None,
-                                     stop_tokens=list(settings.stop_tokens), rng=generator,
-                                     custom_generate_next_token=step)
+                                decoder_max_seq_len=longest + new):
+                logits = model(batch, input_pos=positions[:, :longest],
+                               mask=masks[:, :longest])[:, -1]
+                for t in range(new):
+                    token = torch.where(done, pad_id, _pick(logits, settings, generator))
+                    steps.append(token)
+                    done |= torch.isin(token, stops)
+                    if bool(done.all()) or t == new - 1:
+                        break
+                    at = longest + t
+                    logits = model(token[:, None], input_pos=positions[:, at:at + 1],
+                                   mask=masks[:, at:at + 1])[:, -1]
         finally:
             model.train(was_training)
+        tokens = torch.stack(steps, dim=1)
         out = []
         stops = set(settings.stop_tokens)
-        for row in tokens[:, longest:].tolist():
+        for row in tokens.tolist():
             end = next((i for i, t in enumerate(row) if t in stops), None)
             out.append(row if end is None else row[:end + 1])
         return out

@@ -17,7 +17,8 @@ or ranks. With `num_passes` > 1 a rollout's completions train `num_passes` conse
 (the ratio's old log-probabilities are the policy's at the rollout); a checkpoint can only be
 taken after a rollout's last pass, so checkpoint_every and num_steps are multiples of it, and a
 stop request waits for that boundary. Sampling draws from a generator seeded by (seed, rollout
-step, rank, micro-batch), so a resumed run samples exactly what the uninterrupted run did.
+step, the micro-batch's place in the global batch), so a resumed run samples exactly what the
+uninterrupted run did, and 2 ranks sample what 1 rank does.
 
 Metrics: `reward` (mean and `reward_std` of the weighted total), `rewards/<name>` per function,
 `equal_reward_groups` (share of groups with all rewards equal: no gradient), `kl`, `clip_ratio`
@@ -109,7 +110,7 @@ class GRPOTask(Task):
               eval_batch_size, pack=False):
         super().setup(tokenizer, dist_info, seed, global_batch_size, micro_batch_size,
                       eval_batch_size, pack)
-        self.seed = seed
+        self.seed, self.micro_batch_size = seed, micro_batch_size
         sampling = self.cfg.sampling
         self.sampling = dataclasses.replace(
             sampling, stop_tokens=tuple(dict.fromkeys([tokenizer.eos_id,
@@ -176,7 +177,12 @@ class GRPOTask(Task):
         return out
 
     def _generator(self, step: int, index: int) -> torch.Generator:
-        seed = ((self.seed * 1_000_003 + step) * 1_009 + self.dist.rank) * 101 + index
+        """The sampling generator of this rank's micro-batch `index` at rollout `step`, seeded
+        by the micro-batch's place in the global batch (not the rank): the same prompts are
+        sampled alike whatever the world size."""
+        first = self.dist.rank * self.schedule.global_batch_size // self.dist.world_size \
+            + index * self.micro_batch_size
+        seed = (self.seed * 1_000_003 + step) * 1_000_033 + first
         return torch.Generator(device=self.dist.device).manual_seed(seed % 2 ** 63)
 
     def _score(self, prompts, completions):
