@@ -249,7 +249,8 @@ def _check(view):
         problems.append(("reference", f"reference={reference!r}; valid: "
                          f"{', '.join(REFERENCES)}"))
     loss = view.get("dpo_task", "loss_fn")
-    if getattr(loss, "name", None) == "simpo_loss" and view.is_bound("dpo_task", "reference"):
+    # A saved config writes every default, so only a value other than the default is an error.
+    if getattr(loss, "name", None) == "simpo_loss" and reference != "cached":
         problems.append(("reference", "reference is bound but simpo_loss is reference-free, "
                          "so the binding does nothing; remove it"))
     if view.refers_to("dpo_task", "data_fn", "build_preference_data"):

@@ -406,9 +406,11 @@ def _check(view):
                          "and clip_low <= clip_high"))
     if get("kl_coef") < 0:
         problems.append(("kl_coef", f"kl_coef={get('kl_coef')} must be >= 0"))
-    if get("kl_coef") == 0 and view.is_bound("grpo_task", "kl_estimator"):
-        problems.append(("kl_estimator", "kl_estimator is bound but kl_coef=0 keeps no "
-                         "reference, so the binding does nothing; set kl_coef or remove it"))
+    # A saved config writes every default, so only a value other than the default is an error.
+    if get("kl_coef") == 0 and get("kl_estimator") != "k3":
+        problems.append(("kl_estimator", f"kl_estimator={get('kl_estimator')!r} is bound but "
+                         "kl_coef=0 keeps no reference, so the binding does nothing; set kl_coef "
+                         "or remove it"))
     if get("kl_estimator") not in KL_ESTIMATORS:
         problems.append(("kl_estimator", f"kl_estimator={get('kl_estimator')!r}; valid: "
                          f"{', '.join(KL_ESTIMATORS)}"))
@@ -491,7 +493,7 @@ def grpo_task(data_fn: Callable, reward_fns: Sequence, reward_weights: Sequence[
         default, as TRL since 0.19 and DAPO: no reference is kept). open-instruct uses 0.05,
         DeepSeekMath 0.04.
       kl_estimator: "k3" (exp(r) - r - 1 with r = ref - policy log-probability, unbiased and
-        >= 0; GRPO's) or "k1" (-r). Binding it with kl_coef=0 is an error.
+        >= 0; GRPO's) or "k1" (-r). Setting "k1" with kl_coef=0 is an error.
       loss_aggregation: "token": the loss's mean over every completion token of the global
         batch (DAPO; no length bias); "sequence": each completion's mean over its tokens, then
         the mean over completions (the GRPO paper's).

@@ -110,3 +110,17 @@ def test_a_setting_the_chosen_loss_does_not_use_is_refused(search_roots, binding
 
     with pytest.raises(config.ConfigError, match=re.escape(expected)):
         config.load(["gin/dpo.gin"], bindings, builds=BUILDS)
+
+
+def test_a_saved_simpo_config_loads_again(search_roots, tmp_path):
+    """A saved config writes every default (dpo_task.reference = 'cached'), which the
+    reference-free check must not take for a binding that does nothing."""
+    from launchers.train import BUILDS
+    from lib import config
+
+    cfg = config.load(["gin/dpo.gin"], ["dpo_task.loss_fn = @simpo_loss()"], builds=BUILDS)
+    saved = tmp_path / "operative_config.gin"
+    saved.write_text(cfg.effective_text())
+    assert "dpo_task.reference = 'cached'  # default" in saved.read_text()
+    again = config.load([str(saved)], [], builds=BUILDS)
+    assert again.effective_text().count("@simpo_loss()") == 1

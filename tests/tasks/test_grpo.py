@@ -217,7 +217,7 @@ CHECK_CASES = {
     "clip_order": (["grpo_task.clip_low=0.3", "grpo_task.clip_high=0.2"],
                    "clip_low <= clip_high"),
     "kl_setting_without_reference": (["grpo_task.kl_estimator='k1'"],
-                                     "kl_estimator is bound but kl_coef=0 keeps no reference"),
+                                     "kl_estimator='k1' is bound but kl_coef=0 keeps no reference"),
     "passes_and_checkpoints": (["grpo_task.num_passes=3"],
                                "Trainer.num_steps=200 is not a multiple of num_passes=3"),
     "longer_than_the_model": (["grpo_task.max_new_tokens=120"],

@@ -12,24 +12,32 @@ import pytest
 import torch
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-from tests.conftest import DEMO, run_launcher
+from tests.conftest import DEMO, REPO, run_launcher
 
 pytestmark = pytest.mark.slow
 
-# name: (files and bindings of the config, its data builder). dpo_lora runs DPO with LoRA
-# adapters (FSDP2 over a frozen base at 2 ranks) and its reference as the adapters-off model.
-TASKS = {"sft": (["--gin_file=gin/sft.gin"], "build_sft_data"),
-         "dpo": (["--gin_file=gin/dpo.gin"], "build_preference_data"),
+# name: (files and bindings of the config, its data builder, its eval file, its eval headline
+# metric, its eval count). dpo_lora runs DPO with LoRA adapters (FSDP2 over a frozen base at 2
+# ranks) and its reference as the adapters-off model; grpo samples its own completions (from
+# scratch here: the demo's SFT start is not needed for these claims).
+PAIRS = DEMO / "eval.jsonl"
+COMPARE = REPO / "assets" / "compare" / "eval.jsonl"
+TASKS = {"sft": (["--gin_file=gin/sft.gin"], "build_sft_data", PAIRS, "eval/loss",
+                 "eval/tokens"),
+         "dpo": (["--gin_file=gin/dpo.gin"], "build_preference_data", PAIRS, "eval/loss",
+                 "eval/pairs"),
          "dpo_lora": (["--gin_file=gin/dpo.gin", "--gin_file=gin/overlays/lora.gin",
                        "--gin_bindings=dpo_task.reference='frozen_copy'"],
-                      "build_preference_data")}
+                      "build_preference_data", PAIRS, "eval/loss", "eval/pairs"),
+         "grpo": (["--gin_file=gin/grpo.gin", "--gin_bindings=Trainer.init_from=''"],
+                  "build_prompt_data", COMPARE, "eval/pass_at_1", "eval/prompts")}
 
 
 def _base(task, tmp_path_factory):
-    config, data = TASKS[task]
-    nine = tmp_path_factory.getbasetemp() / "nine.jsonl"
+    config, data, source = TASKS[task][:3]
+    nine = tmp_path_factory.getbasetemp() / f"nine-{source.parent.name}.jsonl"
     if not nine.exists():  # an eval set that two ranks split unevenly
-        nine.write_text("".join((DEMO / "eval.jsonl").read_text().splitlines(True)[:9]))
+        nine.write_text("".join(source.read_text().splitlines(True)[:9]))
     return [*config, "--gin_file=gin/debug/smoke.gin",
             "--gin_bindings=Trainer.num_steps=8", "--gin_bindings=Trainer.checkpoint_every=4",
             "--gin_bindings=Trainer.eval_every=4", "--gin_bindings=Trainer.log_every=1",
@@ -44,9 +52,10 @@ def _records(workdir):
 
 
 def _numbers(workdir):
-    """[(step, loss)] of every train and eval record, in the order written."""
-    return [(r["step"], r.get("train/loss", r.get("eval/loss"))) for r in _records(workdir)
-            if "train/loss" in r or "eval/loss" in r]
+    """[(step, loss or eval headline)] of every train and eval record, in the order written."""
+    keys = ("train/loss", "eval/loss", "eval/pass_at_1")
+    return [(r["step"], next(r[k] for k in keys if k in r)) for r in _records(workdir)
+            if any(k in r for k in keys)]
 
 
 def _weights(checkpoint, out):
@@ -92,11 +101,12 @@ def test_two_ranks_train_and_evaluate_like_one(straight, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     shards = sorted(p.name for p in (workdir / "checkpoints" / "step_4").glob("*.distcp"))
     assert shards == ["__0_0.distcp", "__1_0.distcp"]
-    one = {r["step"]: r for r in _records(want) if "eval/loss" in r}[4]
-    two = {r["step"]: r for r in _records(workdir) if "eval/loss" in r}[4]
+    headline, count = TASKS[task][3:]
+    one = {r["step"]: r for r in _records(want) if headline in r}[4]
+    two = {r["step"]: r for r in _records(workdir) if headline in r}[4]
     # 9 examples over 2 ranks: sums reduced over ranks, so counts are exact and means agree
-    # up to the order of float additions.
-    count = "eval/tokens" if task == "sft" else "eval/pairs"
+    # up to the order of float additions (GRPO: each prompt's completions are sampled alike at
+    # any world size).
     assert two[count] == one[count] > 0
     for key, value in one.items():
         if key.startswith("eval/") and isinstance(value, float):
@@ -118,7 +128,7 @@ def test_the_runs_table_reads_every_task(straight):
 
     task, _, want = straight
     record = runs.from_run_dir(want)
-    headline = "eval/token_accuracy" if task == "sft" else "eval/accuracy"
+    headline = {"sft": "eval/token_accuracy", "grpo": "eval/pass_at_1"}.get(task, "eval/accuracy")
     header, rows = runs.table([record], [headline, "eval/loss"])
     last = [r for r in _records(want) if headline in r][-1]
     assert rows[0][header.index(f"final {headline}")] == last[headline]
