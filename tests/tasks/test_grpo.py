@@ -285,3 +285,28 @@ def test_grpo_raises_pass_at_1_above_its_sft_start(tmp_path):
             "train/completion_length_max", "train/truncated", "train/generation_tokens_per_s",
             "train/tokens_per_s", "train/rewards/math_verify"} <= set(train[-1])
     assert proc.stderr.count("sample @ step 40 | prompt ") == 3
+
+
+@pytest.mark.slow
+def test_with_two_passes_a_stop_waits_for_the_rollouts_last_pass_and_resumes_exactly(tmp_path):
+    from tests.tasks.test_guarantees import _base, _numbers
+
+    class Factory:  # _base's tmp_path_factory: only getbasetemp() is used
+        @staticmethod
+        def getbasetemp():
+            return tmp_path
+
+    base = [*_base("grpo", Factory), "--gin_bindings=grpo_task.num_passes=2"]
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert run_launcher([*base, f"--workdir={straight}"]).returncode == 0
+    proc = run_launcher([*base, f"--workdir={stopped}"], env={"GINTUNE_SIGNAL_AT": "step_end:1"})
+    assert proc.returncode == 75, proc.stderr[-3000:]
+    # The signal came after step 1; step 2 ends the rollout, so the checkpoint is of step 2.
+    assert "stopped by a signal at step 2" in proc.stderr
+    assert sorted(p.name for p in (stopped / "checkpoints").glob("step_*")) == ["step_2"]
+    assert run_launcher([*base, f"--workdir={stopped}"]).returncode == 0
+    assert _numbers(stopped) == _numbers(straight)
+    records = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    generated = [r["train/generation_tokens_per_s"] for r in records
+                 if "train/generation_tokens_per_s" in r]
+    assert generated[0] > 0 and generated[1] == 0  # the second pass samples nothing
