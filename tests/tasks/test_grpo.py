@@ -50,6 +50,25 @@ def test_each_reward_function_scores_against_the_rows_fields(demo_tokenizer):
         0.0, 0.0, -0.5, -1.0]
 
 
+@torch.no_grad()
+def test_a_reward_model_scores_like_transformers_reads_it(demo_tokenizer, tmp_path):
+    """reward_model_reward on a Hugging Face classifier directory (what our reward task
+    exports): the score transformers gives prompt + completion."""
+    from lib.rewards import reward_model_reward
+    from tests.models.test_hf_roundtrip import _make
+
+    family, theirs = _make("qwen2-classifier", tmp_path)
+    prompts = _prompts(demo_tokenizer, 2)
+    texts = [" 52", " no idea"]
+    got = reward_model_reward(checkpoint_dir=str(tmp_path), model_type=family)(
+        texts, [[0], [0]], prompts)
+    for score, text, p in zip(got, texts, prompts):
+        ids = demo_tokenizer.encode(p.text + text, add_bos=True, add_eos=True)
+        want = float(theirs.eval()(input_ids=torch.tensor([ids])).logits[0, 0])
+        assert score == pytest.approx(want, abs=1e-5)
+    assert got[0] != got[1]
+
+
 def test_a_template_reads_row_fields_and_a_missing_one_names_the_row(demo_tokenizer, tmp_path):
     assert placeholders("Q: {prompt} ({answer})") == ["prompt", "answer"]
     (p,) = _prompts(demo_tokenizer, 1, template="Q: {prompt}\nA:")
@@ -272,6 +291,7 @@ def test_grpo_raises_pass_at_1_above_its_sft_start(tmp_path):
                          "--gin_bindings=Trainer.num_steps=40",
                          "--gin_bindings=Trainer.eval_every=20",
                          "--gin_bindings=Trainer.checkpoint_every=40",
+                         "--gin_bindings=Trainer.export_hf=True",
                          "--gin_bindings=RunLogger.use_wandb=False", f"--workdir={grpo}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(line) for line in (grpo / "metrics.jsonl").read_text().splitlines()]
@@ -285,6 +305,9 @@ def test_grpo_raises_pass_at_1_above_its_sft_start(tmp_path):
             "train/completion_length_max", "train/truncated", "train/generation_tokens_per_s",
             "train/tokens_per_s", "train/rewards/math_verify"} <= set(train[-1])
     assert proc.stderr.count("sample @ step 40 | prompt ") == 3
+    # The policy exports as a causal LM that transformers loads.
+    assert json.loads((grpo / "hf" / "config.json").read_text())["architectures"] == [
+        "LlamaForCausalLM"]
 
 
 @pytest.mark.slow
