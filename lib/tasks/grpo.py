@@ -21,7 +21,8 @@ step, the micro-batch's place in the global batch), so a resumed run samples exa
 uninterrupted run did, and 2 ranks sample what 1 rank does.
 
 Metrics: `reward` (mean and `reward_std` of the weighted total), `rewards/<name>` per function,
-`equal_reward_groups` (share of groups with all rewards equal: no gradient), `kl`, `clip_ratio`
+`equal_reward_groups` (share of groups with all rewards equal: no gradient), `kl` (per token,
+with kl_coef > 0), `clip_ratio`
 (share of tokens whose ratio was clipped), `completion_length` (mean; `_max`; `truncated`, the
 share that hit max_new_tokens without a stop token), `entropy` (per token, nats),
 `generation_tokens_per_s`; the Trainer adds `tokens_per_s` (training tokens). Eval:
@@ -320,12 +321,14 @@ class GRPOTask(Task):
                f"{prefix}/reward": mean,
                f"{prefix}/reward_std": max(s["reward_sq"] / n - mean ** 2, 0.0) ** 0.5,
                f"{prefix}/equal_reward_groups": s["equal_groups"] / max(s["groups"], 1.0),
-               f"{prefix}/kl": s["kl"] / tokens, f"{prefix}/clip_ratio": s["clipped"] / tokens,
+               f"{prefix}/clip_ratio": s["clipped"] / tokens,
                f"{prefix}/entropy": s["entropy"] / tokens,
                f"{prefix}/completion_length": s["tokens"] / n,
                f"{prefix}/truncated": s["truncated"] / n,
                f"{prefix}/generation_tokens_per_s": s["generated"] / max(
                    s["generation_s"] / self.dist.world_size, 1e-9)}
+        if self.cfg.kl_coef:  # measured only against a reference
+            out[f"{prefix}/kl"] = s["kl"] / tokens
         for fn in self.reward_fns:
             out[f"{prefix}/rewards/{fn.name}"] = s[f"rewards/{fn.name}"] / n
         longest = torch.tensor([float(self._longest)])

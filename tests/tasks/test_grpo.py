@@ -301,7 +301,8 @@ def test_grpo_raises_pass_at_1_above_its_sft_start(tmp_path):
     assert passes[40] >= passes[0] + 0.15, passes
     train = [r for r in records if "train/reward" in r]
     assert train[-1]["train/reward"] > train[0]["train/reward"]
-    assert {"train/kl", "train/clip_ratio", "train/entropy", "train/equal_reward_groups",
+    assert "train/kl" not in train[-1]  # no reference with kl_coef=0
+    assert {"train/clip_ratio", "train/entropy", "train/equal_reward_groups",
             "train/completion_length_max", "train/truncated", "train/generation_tokens_per_s",
             "train/tokens_per_s", "train/rewards/math_verify"} <= set(train[-1])
     assert proc.stderr.count("sample @ step 40 | prompt ") == 3
@@ -333,3 +334,24 @@ def test_with_two_passes_a_stop_waits_for_the_rollouts_last_pass_and_resumes_exa
     generated = [r["train/generation_tokens_per_s"] for r in records
                  if "train/generation_tokens_per_s" in r]
     assert generated[0] > 0 and generated[1] == 0  # the second pass samples nothing
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overlay, mode", [([], "frozen_copy"),
+                                           (["--gin_file=gin/overlays/lora.gin"], "adapters off")])
+def test_a_kl_penalty_measures_kl_to_the_initial_policy(tmp_path, overlay, mode):
+    """At step 1 the policy is the reference (KL 0); after updates KL is positive. The
+    reference is a frozen copy, or under LoRA the policy with its adapters off."""
+    proc = run_launcher([*GRPO, *overlay, "--gin_file=gin/debug/smoke.gin",
+                         "--gin_bindings=Trainer.log_every=1", "--gin_bindings=lr=3e-3",
+                         "--gin_bindings=grpo_task.kl_coef=0.05",
+                         # from scratch no answer is right: lengths vary the rewards
+                         "--gin_bindings=grpo_task.reward_fns=[@math_verify_reward(), "
+                         "@length_penalty()]", "--gin_bindings=length_penalty.max_tokens=8",
+                         "--gin_bindings=length_penalty.buffer_tokens=6",
+                         "--gin_bindings=RunLogger.use_wandb=False", f"--workdir={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    kl = [r["train/kl"] for r in records if "train/kl" in r]
+    assert len(kl) == 4 and abs(kl[0]) < 1e-6 and kl[-1] > 1e-6, kl
+    assert json.loads((tmp_path / "summary.json").read_text())["reference/mode"] == mode
