@@ -154,7 +154,8 @@ def resolve_path(path: str, what: str = "file") -> pathlib.Path:
         if not p.exists():
             raise ConfigError(f"{what} {path!r} does not exist")
         return p
-    tried = [root / p for root in _search_roots] + [pathlib.Path.cwd() / p]
+    # dict.fromkeys: the working directory is often a search root too; name each place once.
+    tried = list(dict.fromkeys([root / p for root in _search_roots] + [pathlib.Path.cwd() / p]))
     for candidate in tried:
         if candidate.exists():
             return candidate.resolve()
