@@ -8,7 +8,6 @@ and a SHA-256 digest of what was loaded are returned for summary.json, so a run 
 which weights it started from.
 """
 
-import hashlib
 import pathlib
 from typing import Dict
 
@@ -20,12 +19,12 @@ from lib.config import ConfigError, resolve_path
 
 def state_digest(tensors: Dict[str, torch.Tensor]) -> str:
     """SHA-256 over names, dtypes, shapes and bytes, in name order."""
-    h = hashlib.sha256()
+    from lib.models.streaming import Digest
+
+    digest = Digest()
     for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+        digest.update(name, tensors[name])
+    return digest.hexdigest()
 
 
 def find_checkpoint(init_from: str) -> pathlib.Path:

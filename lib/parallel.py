@@ -38,7 +38,9 @@ def fsdp(model: torch.nn.Module, dist_info, param_dtype: str = "float32",
     (there is nothing to shard or reduce) unless shard_single_process is set.
 
     Args:
-      model: passed by the Trainer (a torchtune decoder, on CPU, identical on every rank).
+      model: passed by the Trainer: a torchtune decoder on the CPU, identical on every rank,
+        or on the meta device (lib/models/streaming.py), whose shards are allocated here and
+        filled by the Trainer.
       dist_info: passed by the Trainer.
       param_dtype: "bfloat16" computes in bf16 with fp32 master weights, fp32 gradient
         reduction and an fp32 loss; "float32" (default) does everything in fp32.
@@ -53,7 +55,9 @@ def fsdp(model: torch.nn.Module, dist_info, param_dtype: str = "float32",
       shard_single_process: wrap with FSDP2 at world size 1 as well, e.g. to reproduce
         FSDP-specific behaviour without torchrun (costs about 2.5% of a CPU step).
     """
-    model.to(dist_info.device)
+    on_meta = next(model.parameters()).is_meta  # built for streaming (lib/models/streaming)
+    if not on_meta:
+        model.to(dist_info.device)
     unwrapped = (dist_info.world_size == 1 and param_dtype == "float32" and not cpu_offload
                  and not shard_single_process)
     if activation_checkpointing:
@@ -92,7 +96,14 @@ def fsdp(model: torch.nn.Module, dist_info, param_dtype: str = "float32",
         options["offload_policy"] = CPUOffloadPolicy()
     for layer in model.layers:
         fully_shard(layer, **options)
-    return fully_shard(model, **options)
+    model = fully_shard(model, **options)
+    if on_meta:  # allocate this rank's shards only; the caller fills them
+        model.to_empty(device=dist_info.device)
+        with torch.device(dist_info.device):
+            for module in model.modules():
+                if hasattr(module, "rope_init"):  # RoPE caches: buffers outside the state dict
+                    module.rope_init()
+    return model
 
 
 def is_sharded(model: torch.nn.Module) -> bool:

@@ -22,7 +22,7 @@ from lib.config.registry import configurable
 from lib.config.values import Ref
 from lib.data.batching import batch_problems
 from lib.faults import crash_point
-from lib.models import lora
+from lib.models import lora, streaming
 from lib.reporting import RunLogger, format_progress
 from lib.tasks import Task
 
@@ -141,22 +141,33 @@ class Trainer:
         task.setup(self.tokenizer, dist_info, seed, global_batch_size, micro_batch_size,
                    eval_batch_size, pack)
 
+        # Several ranks build on the meta device and receive their shards of the initial
+        # weights from rank 0 (lib/models/streaming.py), unless something needs the full model.
+        self.streamed = (dist_info.world_size > 1 and adapter_fn is None
+                         and not task.needs_full_initial_model)
+        self._rss_before_model = _rss_gb()
         torch.manual_seed(seed)  # the same initial weights on every rank, before sharding
-        model = model_fn(head=task.model_head)
+        with torch.device("meta" if self.streamed else "cpu"):
+            model = model_fn(head=task.model_head)
         vocab = model.tok_embeddings.num_embeddings
         if self.tokenizer.vocab_size > vocab:
             raise ValueError(f"the tokenizer has {self.tokenizer.vocab_size} ids but the model "
                              f"embeds only {vocab}; raise the model's vocab_size")
         self.num_params = sum(p.numel() for p in model.parameters())
-        self.init_info = initialization.load_initial(model, init_from) if init_from else {}
         self.base_digest = None
-        if adapter_fn is not None:
-            model = adapter_fn(model, head=task.model_head)
-            self.base_digest = lora.frozen_digest(model)
-            checkpointer.trainable_only = True
-            self.init_info["model/trainable_parameters"] = lora.trainable_count(model)
-        task.on_model_built(model)
-        self.model = shard_fn(model, dist_info)
+        if self.streamed:
+            self.model = shard_fn(model, dist_info)
+            self.init_info = streaming.load_streamed(
+                self.model, dist_info, lambda: model_fn(head=task.model_head), seed, init_from)
+        else:
+            self.init_info = initialization.load_initial(model, init_from) if init_from else {}
+            if adapter_fn is not None:
+                model = adapter_fn(model, head=task.model_head)
+                self.base_digest = lora.frozen_digest(model)
+                checkpointer.trainable_only = True
+                self.init_info["model/trainable_parameters"] = lora.trainable_count(model)
+            task.on_model_built(model)
+            self.model = shard_fn(model, dist_info)
         self.sharded = parallel.is_sharded(self.model)
         self.optimizer = optimizer_fn(self.model)
         self.lr_schedule = lr_schedule_fn(self.optimizer, num_steps)
@@ -205,7 +216,7 @@ class Trainer:
         """Trains to num_steps; returns the final eval metrics."""
         logger.summary({**self.task.summary(), **self.init_info,
                         "model/parameters": self.num_params,
-                        "world_size": self.dist.world_size})
+                        "world_size": self.dist.world_size, **self._startup_memory()})
         sums, tokens, t0, start = None, 0, time.perf_counter(), time.perf_counter()
         step_times = []  # wall seconds of each step since the last report, data included
         first_step, final_eval = self.step, {}
@@ -354,6 +365,17 @@ class Trainer:
         bad = torch.tensor([0.0 if bool(finite) else 1.0])
         return float(distributed.all_reduce_sum(bad)) == 0.0
 
+    def _startup_memory(self) -> dict:
+        """Each rank's host memory before the model was built and its peak so far (resident
+        set, GB), for summary.json: what building and sharding the model cost each rank."""
+        mine = torch.tensor([self._rss_before_model, _peak_rss_gb()], dtype=torch.float64)
+        table = torch.zeros(self.dist.world_size, 2, dtype=torch.float64)
+        table[self.dist.rank] = mine
+        table = distributed.all_reduce_sum(table)
+        return {"startup/rss_before_model_gb_by_rank": [round(v, 3) for v in table[:, 0].tolist()],
+                "startup/peak_rss_gb_by_rank": [round(v, 3) for v in table[:, 1].tolist()],
+                "startup/streamed_weights": self.streamed}
+
     def _global_weight(self, micro_batches) -> float:
         """The summed weight of this step's micro-batches over all ranks."""
         weight = float(sum(b["weight"] for b in micro_batches))
@@ -405,6 +427,19 @@ def _seconds_since_start() -> float:
     import psutil
 
     return time.time() - psutil.Process().create_time()
+
+
+def _rss_gb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2 ** 30
+
+
+def _peak_rss_gb() -> float:
+    """This process's peak resident set so far (Linux reports ru_maxrss in KB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
 def _seed_everything(seed: int) -> None:

@@ -6,10 +6,14 @@ head, a `*ForSequenceClassification` checkpoint brings its `score.weight`, and a
 causal-LM checkpoint gets a fresh head (its LM head is not used). With an LM head, the
 checkpoint's `lm_head.weight` is loaded, or the embedding is shared when config.json says
 `tie_word_embeddings`. Every other key must match exactly: there is no non-strict fallback.
+Built on the meta device (several ranks, lib/models/streaming.py), the model reads nothing: it
+carries `weight_source`, from which rank 0 reads the tensors a layer at a time.
 """
 
 import json
 import pathlib
+
+import torch
 
 from lib.config import ConfigError, resolve_path
 from lib.config.registry import configurable
@@ -77,6 +81,10 @@ def hf_model(head: str, checkpoint_dir: str, model_type: str, attn_dropout: floa
     # Call the undecorated builder so this model's architecture comes from config.json alone.
     model = build.__wrapped__(head, **convert.architecture_from_hf(config),
                               attn_dropout=attn_dropout)
+    model.hf_source = str(directory)
+    if next(model.parameters()).is_meta:  # built for streaming: rank 0 reads the weights later
+        model.weight_source = HFWeights(directory, config, head, convert, model.state_dict())
+        return model
     hf_state = load_safetensors(directory)
     score = hf_state.pop("score.weight", None)
     lm_head = hf_state.pop("lm_head.weight", None)
@@ -89,8 +97,63 @@ def hf_model(head: str, checkpoint_dir: str, model_type: str, attn_dropout: floa
                              "set in config.json; a causal LM needs one or the other")
         state["output.weight"] = lm_head
     model.load_state_dict(state, strict=True, assign=False)
-    model.hf_source = str(directory)
     return model
+
+
+class HFWeights:
+    """The tensors of an HF directory under our names, read on demand (for streaming: rank 0
+    reads a layer at a time; see lib/models/streaming.py). Raises ValueError, as the eager load
+    does, when the directory's keys do not match the model's."""
+
+    def __init__(self, directory: pathlib.Path, config: dict, head: str, convert, model_keys):
+        from safetensors import safe_open
+
+        self.directory, self.config, self.convert = directory, config, convert
+        self.where = {}  # our name -> (file, HF key)
+        tied = config.get("tie_word_embeddings", False)
+        files = sorted(directory.glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"{directory}: no *.safetensors files")
+        has_lm_head = False
+        for f in files:
+            with safe_open(str(f), "pt") as handle:
+                for key in handle.keys():
+                    if key == "score.weight":
+                        ours = "output.weight" if head == "reward" else None
+                    elif key == "lm_head.weight":
+                        has_lm_head = True
+                        ours = "output.weight" if head == "lm" and not tied else None
+                    else:
+                        meta = torch.empty(handle.get_slice(key).get_shape(), device="meta")
+                        ours = next(iter(convert.hf_to_tune({key: meta}, config)), None)
+                    if ours is not None:
+                        self.where[ours] = (f, key)
+        if head == "lm" and not tied and not has_lm_head:
+            raise ValueError(f"{directory}: no lm_head.weight and tie_word_embeddings is not "
+                             "set in config.json; a causal LM needs one or the other")
+        keys = set(model_keys)
+        missing = sorted(keys - set(self.where) - ({"output.weight"} if head == "reward"
+                                                   else set()))
+        unexpected = sorted(set(self.where) - keys)
+        if missing or unexpected:
+            raise ValueError(f"{directory}: its weights do not match the model built from its "
+                             f"config.json (missing: {missing[:5]}, unexpected: "
+                             f"{unexpected[:5]})")
+        self.names = set(self.where)
+
+    def read(self, names, like=None) -> dict:
+        from safetensors import safe_open
+
+        out = {}
+        for name in names:
+            f, key = self.where[name]
+            with safe_open(str(f), "pt") as handle:
+                tensor = handle.get_tensor(key)
+            if key in ("score.weight", "lm_head.weight"):
+                out[name] = tensor
+            else:
+                out.update(self.convert.hf_to_tune({key: tensor}, self.config))
+        return out
 
 
 def load_safetensors(directory: pathlib.Path) -> dict:

@@ -48,6 +48,9 @@ class Task:
     progress: Sequence[tuple] = ()
     # The eval metric names (without the "eval/" prefix) a best-checkpoint rule may name.
     eval_metric_names: Sequence[str] = ()
+    # Whether on_model_built needs the full initial weights on every rank (a digest of them, a
+    # copy): then no rank streams its shards (lib/models/streaming.py).
+    needs_full_initial_model = False
 
     def setup(self, tokenizer, dist_info, seed: int, global_batch_size: int,
               micro_batch_size: int, eval_batch_size: int, pack: bool = False) -> None:

@@ -68,6 +68,10 @@ class DPOTask(Task):
         self.ref_model, self.cache, self.key = None, None, None
         self.disable_adapters = False
 
+    @property
+    def needs_full_initial_model(self) -> bool:
+        return self.loss_fn.needs_reference  # the weights digest, or the frozen copy
+
     def build_data(self, tokenizer):
         return self.data_fn(tokenizer)
 

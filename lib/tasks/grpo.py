@@ -94,6 +94,7 @@ class Settings:
 
 class GRPOTask(Task):
     model_head = "lm"
+    needs_full_initial_model = True  # the generation copy, and the reference's
     eval_metric_names = ("pass_at_1", "reward")
     progress = (("reward", "reward", ".3f"), ("len", "completion_length", ".1f"))
 

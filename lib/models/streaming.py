@@ -1,0 +1,149 @@
+"""Building a sharded model without a full copy on any rank but the one that needs it.
+
+With more than one rank (the model sharded by FSDP2), every rank builds the model on the meta
+device (no memory), shards it, allocates only its shards, and then receives the initial weights
+one layer at a time from rank 0, which alone reads them: from the safetensors files of an HF
+directory (`hf_model`), from the checkpoint `Trainer.init_from` names, and, for what neither
+holds (a model trained from scratch, a fresh reward head), from the model builder's random
+initialization on rank 0's CPU, which is what a single process gets. Every rank therefore holds
+its shards plus one layer's full tensors; rank 0 also holds the randomly initialized model
+when some weights come from the builder. The weights equal the single-process path's bit for
+bit (tested), and so does `init/digest`.
+
+Not used, and every rank builds the full model as in one process, with LoRA adapters
+(`Trainer.adapter_fn`) or a task that needs the full initial model (DPO's reference digest and
+frozen copy, GRPO's generation copy): `Task.needs_full_initial_model`.
+"""
+
+import collections
+import hashlib
+from typing import Callable, Dict, Iterable, List
+
+import torch
+from absl import logging
+
+
+class Digest:
+    """SHA-256 over names, dtypes, shapes and bytes, fed in name order (see state_digest)."""
+
+    def __init__(self):
+        self._h = hashlib.sha256()
+        self._last = None
+
+    def update(self, name: str, tensor: torch.Tensor) -> None:
+        if self._last is not None and name <= self._last:
+            raise ValueError(f"digest fed out of name order: {name!r} after {self._last!r}")
+        self._last = name
+        t = tensor.detach().cpu().contiguous()
+        self._h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        self._h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def layer_groups(names: Iterable[str]) -> List[List[str]]:
+    """Names in sorted order, grouped by transformer layer ("layers.<i>." prefix); other names
+    alone. Rank 0 materializes one group at a time."""
+    groups = collections.OrderedDict()
+    for name in sorted(names):
+        parts = name.split(".")
+        key = ".".join(parts[:2]) if parts[0] == "layers" and len(parts) > 2 else name
+        groups.setdefault(key, []).append(name)
+    return list(groups.values())
+
+
+class CheckpointSource:
+    """Tensors of a DCP checkpoint's model, read a group at a time on one process."""
+
+    def __init__(self, path, shapes: Dict[str, tuple]):
+        import torch.distributed.checkpoint as dcp
+
+        self.path = path
+        saved = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+        self.names = {name for name, shape in shapes.items()
+                      if tuple(getattr(saved.get(f"model.{name}"), "size", ())) == shape}
+
+    def read(self, names: List[str], like: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        import torch.distributed.checkpoint as dcp
+
+        state = {"model": {n: torch.empty(like[n].shape, dtype=like[n].dtype) for n in names}}
+        dcp.load(state, checkpoint_id=str(self.path), no_dist=True)
+        return state["model"]
+
+
+class BuilderSource:
+    """The model builder's own initialization, built on rank 0's CPU on first use, with the
+    seed a single process uses."""
+
+    def __init__(self, build: Callable, seed: int):
+        self._build, self._seed, self._state = build, seed, None
+
+    def read(self, names: List[str], like) -> Dict[str, torch.Tensor]:
+        if self._state is None:
+            rng = torch.get_rng_state()
+            torch.manual_seed(self._seed)
+            with torch.device("cpu"):
+                self._state = self._build().state_dict()
+            torch.set_rng_state(rng)
+        return {n: self._state[n] for n in names}
+
+
+def load_streamed(model, dist_info, build: Callable, seed: int, init_from: str = "") -> dict:
+    """Fills a sharded model (allocated, values undefined) with its initial weights, a layer at a
+    time from rank 0. Returns the init_from facts for summary.json (as load_initial's)."""
+    import torch.distributed as dist
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    state = model.state_dict()  # this rank's shards (DTensors), written in place
+    like = {n: torch.empty(t.shape, dtype=t.dtype, device="meta") for n, t in state.items()}
+    shapes = {n: tuple(t.shape) for n, t in state.items()}
+    main = dist_info.is_main
+    info, init = {}, None
+    if init_from and main:
+        from lib.initialization import find_checkpoint
+
+        init = CheckpointSource(find_checkpoint(init_from), shapes)
+        if not init.names:
+            raise ValueError(f"init_from={init_from!r}: {init.path} holds none of this model's "
+                             "weights; is it a checkpoint of the same architecture?")
+    files = getattr(model, "weight_source", None)
+    builder = BuilderSource(build, seed)
+    digest, fresh = Digest(), []
+    for group in layer_groups(state):
+        full = {}
+        if main:
+            by_source = {}
+            for name in group:
+                src = (init if init is not None and name in init.names else
+                       files if files is not None and name in files.names else builder)
+                by_source.setdefault(id(src), (src, []))[1].append(name)
+            for src, names in by_source.values():
+                full.update(src.read(names, like))
+            for name in group:  # init/digest: what init_from gave, in name order
+                if init is not None and name in init.names:
+                    digest.update(name, full[name])
+                elif init is not None:
+                    fresh.append(name)
+        for name in group:
+            target = state[name]
+            buf = (full.pop(name).to(dist_info.device, dtype=target.dtype) if main else
+                   torch.empty(shapes[name], dtype=target.dtype, device=dist_info.device))
+            dist.broadcast(buf, src=0)
+            if isinstance(target, DTensor):
+                target.copy_(distribute_tensor(buf, target.device_mesh, target.placements,
+                                               src_data_rank=None))
+            else:
+                target.copy_(buf)
+    if init_from:
+        facts = None
+        if main:
+            facts = {"init/source": str(init.path), "init/digest": digest.hexdigest(),
+                     "init/kept_fresh": fresh}
+            if fresh:
+                logging.info("init_from %s: %s not in the checkpoint, kept as initialized",
+                             init.path, ", ".join(fresh))
+        from lib.distributed import broadcast_object
+
+        info = broadcast_object(facts)
+    return info

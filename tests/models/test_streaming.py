@@ -1,0 +1,84 @@
+"""Several ranks build the model on the meta device and receive their shards of the initial
+weights from rank 0 (lib/models/streaming.py): the weights and init facts equal one process's."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lib.models.streaming import Digest, layer_groups
+from tests.conftest import DEMO, REPO, run_launcher
+
+
+def test_layer_groups_keep_name_order_and_one_layer_together():
+    names = ["tok_embeddings.weight", "layers.10.mlp.w1.weight", "layers.2.attn.q_proj.weight",
+             "layers.2.mlp.w1.weight", "norm.scale", "output.weight"]
+    groups = layer_groups(names)
+    assert groups == [["layers.10.mlp.w1.weight"],
+                      ["layers.2.attn.q_proj.weight", "layers.2.mlp.w1.weight"],
+                      ["norm.scale"], ["output.weight"], ["tok_embeddings.weight"]]
+    assert [n for g in groups for n in g] == sorted(names)
+
+
+def test_the_streamed_digest_is_state_digest():
+    from lib.initialization import state_digest
+
+    tensors = {"b": torch.arange(3.0), "a": torch.ones(2, 2, dtype=torch.bfloat16)}
+    digest = Digest()
+    for name in sorted(tensors):
+        digest.update(name, tensors[name])
+    assert digest.hexdigest() == state_digest(tensors)
+    with pytest.raises(ValueError, match="out of name order"):
+        digest.update("a", tensors["a"])
+
+
+def _probe(out, args, nproc):
+    launcher = ([sys.executable, "-m", "launchers.torchrun", "--standalone",
+                 f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable])
+    proc = subprocess.run([*launcher, str(REPO / "tests/models/weights_probe.py"), str(out),
+                           *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return torch.load(out, weights_only=False)
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("sft") / "run"
+    proc = run_launcher(["--gin_file=gin/sft.gin", "--gin_file=gin/debug/smoke.gin",
+                         "--gin_bindings=RunLogger.use_wandb=False", f"--workdir={workdir}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir
+
+
+def _case(name, tmp_path, sft_run):
+    if name == "hf_checkpoint":
+        from tests.models.test_hf_roundtrip import _make
+
+        _make("llama-base", tmp_path / "hf")
+        return ["--gin_file=gin/experiments/llama3_2_1b_sft.gin",
+                f"--gin_bindings=hf_checkpoint_dir='{tmp_path / 'hf'}'",
+                f"--gin_bindings=train_files=['{DEMO / 'train.jsonl'}']",
+                f"--gin_bindings=eval_files=['{DEMO / 'eval.jsonl'}']",
+                "--gin_bindings=build_sft_data.columns={'completion': 'chosen'}",
+                "--gin_bindings=build_sft_data.max_length=128",
+                "--gin_bindings=fsdp.param_dtype='float32'"]
+    if name == "init_from_with_a_fresh_head":  # the reward head comes from the builder
+        return ["--gin_file=gin/reward.gin", f"--gin_bindings=Trainer.init_from='{sft_run}'"]
+    return ["--gin_file=gin/sft.gin"]  # from scratch: every weight from the builder
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("name", ["hf_checkpoint", "init_from_with_a_fresh_head", "random"])
+def test_two_ranks_stream_the_weights_one_process_loads(name, tmp_path, sft_run):
+    args = _case(name, tmp_path, sft_run)
+    one = _probe(tmp_path / "one.pt", args, 1)
+    two = _probe(tmp_path / "two.pt", args, 2)
+    assert not one["streamed"] and two["streamed"]
+    assert one["state"].keys() == two["state"].keys()
+    for key, tensor in one["state"].items():
+        assert torch.equal(two["state"][key], tensor), key
+    assert two["init_info"] == one["init_info"]
+    if name == "init_from_with_a_fresh_head":
+        assert one["init_info"]["init/kept_fresh"] == ["output.weight"]
