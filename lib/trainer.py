@@ -157,8 +157,10 @@ class Trainer:
         self.base_digest = None
         if self.streamed:
             self.model = shard_fn(model, dist_info)
-            self.init_info = streaming.load_streamed(
-                self.model, dist_info, lambda: model_fn(head=task.model_head), seed, init_from)
+            self.init_info, digest = streaming.load_streamed(
+                self.model, dist_info, lambda: model_fn(head=task.model_head), seed, init_from,
+                digest_all=task.wants_weights_digest)
+            task.on_weights_streamed(digest)
         else:
             self.init_info = initialization.load_initial(model, init_from) if init_from else {}
             if adapter_fn is not None:

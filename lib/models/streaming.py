@@ -10,9 +10,11 @@ its shards plus one layer's full tensors; rank 0 also holds the randomly initial
 when some weights come from the builder. The weights equal the single-process path's bit for
 bit (tested), and so does `init/digest`.
 
-Not used, and every rank builds the full model as in one process, with LoRA adapters
-(`Trainer.adapter_fn`) or a task that needs the full initial model (DPO's reference digest and
-frozen copy, GRPO's generation copy): `Task.needs_full_initial_model`.
+A task that needs a digest of the initial weights (DPO's cached reference) gets it from rank 0,
+computed as the weights pass (`Task.on_weights_streamed`). Not used, and every rank builds the
+full model as in one process, with LoRA adapters (`Trainer.adapter_fn`) or a task that needs
+the full initial model (DPO's frozen copy, GRPO's generation copy):
+`Task.needs_full_initial_model`.
 """
 
 import collections
@@ -89,9 +91,12 @@ class BuilderSource:
         return {n: self._state[n] for n in names}
 
 
-def load_streamed(model, dist_info, build: Callable, seed: int, init_from: str = "") -> dict:
+def load_streamed(model, dist_info, build: Callable, seed: int, init_from: str = "",
+                  digest_all: bool = False):
     """Fills a sharded model (allocated, values undefined) with its initial weights, a layer at a
-    time from rank 0. Returns the init_from facts for summary.json (as load_initial's)."""
+    time from rank 0. Returns (the init_from facts for summary.json, as load_initial's; with
+    digest_all, lib.initialization.state_digest of all the initial weights, else None), the
+    same on every rank."""
     import torch.distributed as dist
     from torch.distributed.tensor import DTensor, distribute_tensor
 
@@ -99,7 +104,7 @@ def load_streamed(model, dist_info, build: Callable, seed: int, init_from: str =
     like = {n: torch.empty(t.shape, dtype=t.dtype, device="meta") for n, t in state.items()}
     shapes = {n: tuple(t.shape) for n, t in state.items()}
     main = dist_info.is_main
-    info, init = {}, None
+    init = None
     if init_from and main:
         from lib.initialization import find_checkpoint
 
@@ -109,7 +114,7 @@ def load_streamed(model, dist_info, build: Callable, seed: int, init_from: str =
                              "weights; is it a checkpoint of the same architecture?")
     files = getattr(model, "weight_source", None)
     builder = BuilderSource(build, seed)
-    digest, fresh = Digest(), []
+    digest, whole, fresh = Digest(), Digest(), []
     for group in layer_groups(state):
         full = {}
         if main:
@@ -127,7 +132,11 @@ def load_streamed(model, dist_info, build: Callable, seed: int, init_from: str =
                     fresh.append(name)
         for name in group:
             target = state[name]
-            buf = (full.pop(name).to(dist_info.device, dtype=target.dtype) if main else
+            if main:
+                value = full.pop(name).to(dtype=target.dtype)
+                if digest_all:
+                    whole.update(name, value)
+            buf = (value.to(dist_info.device) if main else
                    torch.empty(shapes[name], dtype=target.dtype, device=dist_info.device))
             dist.broadcast(buf, src=0)
             if isinstance(target, DTensor):
@@ -135,15 +144,15 @@ def load_streamed(model, dist_info, build: Callable, seed: int, init_from: str =
                                                src_data_rank=None))
             else:
                 target.copy_(buf)
-    if init_from:
-        facts = None
-        if main:
-            facts = {"init/source": str(init.path), "init/digest": digest.hexdigest(),
-                     "init/kept_fresh": fresh}
-            if fresh:
-                logging.info("init_from %s: %s not in the checkpoint, kept as initialized",
-                             init.path, ", ".join(fresh))
-        from lib.distributed import broadcast_object
+    from lib.distributed import broadcast_object
 
-        info = broadcast_object(facts)
-    return info
+    facts = None
+    if main and init_from:
+        facts = {"init/source": str(init.path), "init/digest": digest.hexdigest(),
+                 "init/kept_fresh": fresh}
+        if fresh:
+            logging.info("init_from %s: %s not in the checkpoint, kept as initialized",
+                         init.path, ", ".join(fresh))
+    info, digest_of_all = broadcast_object(
+        (facts or {}, whole.hexdigest() if main and digest_all else None))
+    return info, digest_of_all

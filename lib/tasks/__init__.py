@@ -7,6 +7,7 @@ sharding. A task owns the rest, and the Trainer reaches it only through `Task`:
     setup(tokenizer, dist_info, seed, batch sizes, pack)   read its data, build the schedule
     model_head                                  "lm" or "reward": what the model builder attaches
     on_model_built(model)                       the initial weights, before sharding
+    on_weights_streamed(digest)                 instead, when ranks streamed their shards
     prepare(model, workdir, resuming)           after sharding, before a checkpoint is restored
     step_batches()                              step -> this rank's collated micro-batches
     rollout(model, micro_batches)               a step's batches made with the model (GRPO)
@@ -51,6 +52,9 @@ class Task:
     # Whether on_model_built needs the full initial weights on every rank (a digest of them, a
     # copy): then no rank streams its shards (lib/models/streaming.py).
     needs_full_initial_model = False
+    # Whether a task that streams wants lib.initialization.state_digest of the initial weights
+    # (on_weights_streamed), which on_model_built would otherwise compute from the full model.
+    wants_weights_digest = False
 
     def setup(self, tokenizer, dist_info, seed: int, global_batch_size: int,
               micro_batch_size: int, eval_batch_size: int, pack: bool = False) -> None:
@@ -73,6 +77,10 @@ class Task:
 
     def on_model_built(self, model) -> None:
         """Sees the full initial model on every rank (init_from applied), before sharding."""
+
+    def on_weights_streamed(self, digest) -> None:
+        """Instead of on_model_built when the ranks streamed their shards: the initial weights'
+        digest if wants_weights_digest, else None."""
 
     def prepare(self, model, workdir: pathlib.Path, resuming: bool) -> None:
         """Called once the model is built and sharded, before any checkpoint is restored."""

@@ -70,7 +70,14 @@ class DPOTask(Task):
 
     @property
     def needs_full_initial_model(self) -> bool:
-        return self.loss_fn.needs_reference  # the weights digest, or the frozen copy
+        return self.loss_fn.needs_reference and self.reference == "frozen_copy"
+
+    @property
+    def wants_weights_digest(self) -> bool:
+        return self.loss_fn.needs_reference  # the cached reference's key
+
+    def on_weights_streamed(self, digest) -> None:
+        self.weights_digest = digest
 
     def build_data(self, tokenizer):
         return self.data_fn(tokenizer)

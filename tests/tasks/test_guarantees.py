@@ -101,11 +101,14 @@ def test_two_ranks_train_and_evaluate_like_one(straight, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     shards = sorted(p.name for p in (workdir / "checkpoints" / "step_4").glob("*.distcp"))
     assert shards == ["__0_0.distcp", "__1_0.distcp"]
-    # SFT streams its shards from rank 0; DPO's reference digest, LoRA and GRPO's generation
-    # copy need the full model on every rank (lib/models/streaming.py).
+    # SFT and DPO stream their shards from rank 0; LoRA and GRPO's generation copy need the
+    # full model on every rank (lib/models/streaming.py). DPO's cached reference is keyed by
+    # the digest of the initial weights, which rank 0 computes as they stream: the same key.
     summary = json.loads((workdir / "summary.json").read_text())
-    assert summary["startup/streamed_weights"] == (task == "sft")
+    assert summary["startup/streamed_weights"] == (task in ("sft", "dpo"))
     assert len(summary["startup/peak_rss_gb_by_rank"]) == 2
+    straight = json.loads((want / "summary.json").read_text())
+    assert summary.get("reference/key") == straight.get("reference/key")
     headline, count = TASKS[task][3:]
     one = {r["step"]: r for r in _records(want) if headline in r}[4]
     two = {r["step"]: r for r in _records(workdir) if headline in r}[4]
