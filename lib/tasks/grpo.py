@@ -20,7 +20,8 @@ stop request waits for that boundary. Sampling draws from a generator seeded by 
 step, the micro-batch's place in the global batch), so a resumed run samples exactly what the
 uninterrupted run did, and 2 ranks sample what 1 rank does.
 
-Metrics: `reward` (mean and `reward_std` of the weighted total), `rewards/<name>` per function,
+Metrics: `reward` (mean and `reward_std` of the weighted total), `rewards/<name>` and
+`rewards/<name>_std` per function,
 `equal_reward_groups` (share of groups with all rewards equal: no gradient), `kl` (per token,
 with kl_coef > 0), `clip_ratio`
 (share of tokens whose ratio was clipped), `completion_length` (mean; `_max`; `truncated`, the
@@ -100,7 +101,8 @@ class GRPOTask(Task):
 
     def __init__(self, data_fn: Callable, reward_fns: Sequence, settings: Settings):
         self.data_fn, self.reward_fns, self.cfg = data_fn, list(reward_fns), settings
-        self.sum_names = BASE_SUMS + tuple(f"rewards/{f.name}" for f in self.reward_fns)
+        self.sum_names = (BASE_SUMS + tuple(f"rewards/{f.name}" for f in self.reward_fns)
+                          + tuple(f"rewards_sq/{f.name}" for f in self.reward_fns))
         self.eval_metric_names += tuple(f"rewards/{f.name}" for f in self.reward_fns)
         self.ref_model = self.sampler_copy = self.sampler = None
         self.disable_adapters = False
@@ -219,7 +221,8 @@ class GRPOTask(Task):
         batch["rollout_sums"] = torch.tensor(
             [len(completions), float(total.sum()), float((total ** 2).sum()),
              groups.shape[0], equal, float(lengths.sum()), float(truncated),
-             float(lengths.sum()), generation_s]), per_fn.sum(0)
+             float(lengths.sum()), generation_s]), torch.cat([per_fn.sum(0),
+                                                             (per_fn ** 2).sum(0)])
         with torch.no_grad():
             if cfg.num_passes > 1:
                 batch["old_logps"] = self._logps(model, batch)[0].detach()
@@ -331,7 +334,10 @@ class GRPOTask(Task):
         if self.cfg.kl_coef:  # measured only against a reference
             out[f"{prefix}/kl"] = s["kl"] / tokens
         for fn in self.reward_fns:
-            out[f"{prefix}/rewards/{fn.name}"] = s[f"rewards/{fn.name}"] / n
+            fn_mean = s[f"rewards/{fn.name}"] / n
+            out[f"{prefix}/rewards/{fn.name}"] = fn_mean
+            out[f"{prefix}/rewards/{fn.name}_std"] = max(
+                s[f"rewards_sq/{fn.name}"] / n - fn_mean ** 2, 0.0) ** 0.5
         longest = torch.tensor([float(self._longest)])
         out[f"{prefix}/completion_length_max"] = int(distributed.all_reduce_max(longest))
         self._longest = 0

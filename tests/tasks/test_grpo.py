@@ -200,7 +200,7 @@ def test_the_loss_equals_the_per_completion_reference_packed_and_padded(demo_tok
             for i in range(4):
                 full[(batch["seq"] == i) & (batch["targets"] != IGNORE)] = values[i]
             batch[key] = full
-        batch["rollout_sums"] = (torch.zeros(9), torch.zeros(1))
+        batch["rollout_sums"] = (torch.zeros(9), torch.zeros(2))
         model.zero_grad()
         loss, sums = task.micro_batch_loss(model, batch)
         torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6)
@@ -291,8 +291,7 @@ def test_grpo_raises_pass_at_1_above_its_sft_start(tmp_path):
                          "--gin_bindings=Trainer.num_steps=40",
                          "--gin_bindings=Trainer.eval_every=20",
                          "--gin_bindings=Trainer.checkpoint_every=40",
-                         "--gin_bindings=Trainer.export_hf=True",
-                         "--gin_bindings=RunLogger.use_wandb=False", f"--workdir={grpo}"])
+                         "--gin_bindings=Trainer.export_hf=True", f"--workdir={grpo}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(line) for line in (grpo / "metrics.jsonl").read_text().splitlines()]
     passes = {r["step"]: r["eval/pass_at_1"] for r in records if "eval/pass_at_1" in r}
@@ -304,8 +303,11 @@ def test_grpo_raises_pass_at_1_above_its_sft_start(tmp_path):
     assert "train/kl" not in train[-1]  # no reference with kl_coef=0
     assert {"train/clip_ratio", "train/entropy", "train/equal_reward_groups",
             "train/completion_length_max", "train/truncated", "train/generation_tokens_per_s",
-            "train/tokens_per_s", "train/rewards/math_verify"} <= set(train[-1])
+            "train/tokens_per_s", "train/rewards/math_verify",
+            "train/rewards/math_verify_std"} <= set(train[-1])
     assert proc.stderr.count("sample @ step 40 | prompt ") == 3
+    (record,) = (grpo / "wandb").glob("offline-run-*/run-*.wandb")
+    assert b"eval/samples" in record.read_bytes()  # the samples table, with their rewards
     # The policy exports as a causal LM that transformers loads.
     assert json.loads((grpo / "hf" / "config.json").read_text())["architectures"] == [
         "LlamaForCausalLM"]
