@@ -142,13 +142,13 @@ class Trainer:
                    eval_batch_size, pack)
 
         # Several ranks build on the meta device and receive their shards of the initial
-        # weights from rank 0 (lib/models/streaming.py), unless something needs the full model.
-        self.streamed = (dist_info.world_size > 1 and adapter_fn is None
-                         and not task.needs_full_initial_model)
+        # weights from rank 0 (lib/models/streaming.py), unless the task needs the full model.
+        self.streamed = dist_info.world_size > 1 and not task.needs_full_initial_model
         self._rss_before_model = _rss_gb()
+        head = task.model_head
         torch.manual_seed(seed)  # the same initial weights on every rank, before sharding
         with torch.device("meta" if self.streamed else "cpu"):
-            model = model_fn(head=task.model_head)
+            model = model_fn(head=head)
         vocab = model.tok_embeddings.num_embeddings
         if self.tokenizer.vocab_size > vocab:
             raise ValueError(f"the tokenizer has {self.tokenizer.vocab_size} ids but the model "
@@ -156,18 +156,32 @@ class Trainer:
         self.num_params = sum(p.numel() for p in model.parameters())
         self.base_digest = None
         if self.streamed:
+            self.init_info = {}
+            digests = {"all": None} if task.wants_weights_digest else {}
+            base_names = set(model.state_dict())
+            if adapter_fn is not None:
+                with torch.device("meta"):
+                    model = adapter_fn(model, head=head)
+                digests["frozen"] = {k for k, p in model.named_parameters()
+                                     if not p.requires_grad}
+                self._adapted(model, checkpointer)
+
+            def build():  # one process's initial model (adapters drawn after the base)
+                built = model_fn(head=head)
+                return built if adapter_fn is None else adapter_fn(built, head=head)
+
             self.model = shard_fn(model, dist_info)
-            self.init_info, digest = streaming.load_streamed(
-                self.model, dist_info, lambda: model_fn(head=task.model_head), seed, init_from,
-                digest_all=task.wants_weights_digest)
-            task.on_weights_streamed(digest)
+            info, got = streaming.load_streamed(self.model, dist_info, build, seed, init_from,
+                                                digests, base_names)
+            self.init_info = {**info, **self.init_info}
+            self.base_digest = got.get("frozen")
+            task.on_weights_streamed(got.get("all"))
         else:
             self.init_info = initialization.load_initial(model, init_from) if init_from else {}
             if adapter_fn is not None:
-                model = adapter_fn(model, head=task.model_head)
+                model = adapter_fn(model, head=head)
                 self.base_digest = lora.frozen_digest(model)
-                checkpointer.trainable_only = True
-                self.init_info["model/trainable_parameters"] = lora.trainable_count(model)
+                self._adapted(model, checkpointer)
             task.on_model_built(model)
             self.model = shard_fn(model, dist_info)
         self.sharded = parallel.is_sharded(self.model)
@@ -366,6 +380,11 @@ class Trainer:
             return bool(finite)
         bad = torch.tensor([0.0 if bool(finite) else 1.0])
         return float(distributed.all_reduce_sum(bad)) == 0.0
+
+    def _adapted(self, model, checkpointer) -> None:
+        """What adapters change: checkpoints hold the trainable weights only."""
+        checkpointer.trainable_only = True
+        self.init_info["model/trainable_parameters"] = lora.trainable_count(model)
 
     def _startup_memory(self) -> dict:
         """Each rank's host memory before the model was built and its peak so far (resident

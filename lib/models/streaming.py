@@ -11,15 +11,16 @@ when some weights come from the builder. The weights equal the single-process pa
 bit (tested), and so does `init/digest`.
 
 A task that needs a digest of the initial weights (DPO's cached reference) gets it from rank 0,
-computed as the weights pass (`Task.on_weights_streamed`). Not used, and every rank builds the
-full model as in one process, with LoRA adapters (`Trainer.adapter_fn`) or a task that needs
-the full initial model (DPO's frozen copy, GRPO's generation copy):
-`Task.needs_full_initial_model`.
+computed as the weights pass (`Task.on_weights_streamed`); so does LoRA's digest of the frozen
+base. LoRA adapters are added on the meta device too; their initial values come from the
+builder on rank 0, as one process would draw them. Not used, and every rank builds the full
+model as in one process, with a task that needs the full initial model (DPO's frozen copy,
+GRPO's generation copy): `Task.needs_full_initial_model`.
 """
 
 import collections
 import hashlib
-from typing import Callable, Dict, Iterable, List
+from typing import Callable, Dict, Iterable, List, Optional, Set
 
 import torch
 from absl import logging
@@ -92,11 +93,13 @@ class BuilderSource:
 
 
 def load_streamed(model, dist_info, build: Callable, seed: int, init_from: str = "",
-                  digest_all: bool = False):
+                  digests: Dict[str, Optional[Set[str]]] = None,
+                  base_names: Optional[Set[str]] = None):
     """Fills a sharded model (allocated, values undefined) with its initial weights, a layer at a
-    time from rank 0. Returns (the init_from facts for summary.json, as load_initial's; with
-    digest_all, lib.initialization.state_digest of all the initial weights, else None), the
-    same on every rank."""
+    time from rank 0. Returns (the init_from facts for summary.json, as load_initial's;
+    {key: lib.initialization.state_digest of the initial weights named by digests[key], all of
+    them for None}), the same on every rank. `base_names`: the weights init_from may give (the
+    model's before adapters were added, which come from the builder); None: all."""
     import torch.distributed as dist
     from torch.distributed.tensor import DTensor, distribute_tensor
 
@@ -108,13 +111,15 @@ def load_streamed(model, dist_info, build: Callable, seed: int, init_from: str =
     if init_from and main:
         from lib.initialization import find_checkpoint
 
-        init = CheckpointSource(find_checkpoint(init_from), shapes)
+        init = CheckpointSource(find_checkpoint(init_from), {
+            n: shape for n, shape in shapes.items() if base_names is None or n in base_names})
         if not init.names:
             raise ValueError(f"init_from={init_from!r}: {init.path} holds none of this model's "
                              "weights; is it a checkpoint of the same architecture?")
     files = getattr(model, "weight_source", None)
     builder = BuilderSource(build, seed)
-    digest, whole, fresh = Digest(), Digest(), []
+    digest, fresh = Digest(), []
+    wanted = {key: (names, Digest()) for key, names in (digests or {}).items()}
     for group in layer_groups(state):
         full = {}
         if main:
@@ -128,14 +133,15 @@ def load_streamed(model, dist_info, build: Callable, seed: int, init_from: str =
             for name in group:  # init/digest: what init_from gave, in name order
                 if init is not None and name in init.names:
                     digest.update(name, full[name])
-                elif init is not None:
+                elif init is not None and (base_names is None or name in base_names):
                     fresh.append(name)
         for name in group:
             target = state[name]
             if main:
                 value = full.pop(name).to(dtype=target.dtype)
-                if digest_all:
-                    whole.update(name, value)
+                for names, d in wanted.values():
+                    if names is None or name in names:
+                        d.update(name, value)
             buf = (value.to(dist_info.device) if main else
                    torch.empty(shapes[name], dtype=target.dtype, device=dist_info.device))
             dist.broadcast(buf, src=0)
@@ -153,6 +159,5 @@ def load_streamed(model, dist_info, build: Callable, seed: int, init_from: str =
         if fresh:
             logging.info("init_from %s: %s not in the checkpoint, kept as initialized",
                          init.path, ", ".join(fresh))
-    info, digest_of_all = broadcast_object(
-        (facts or {}, whole.hexdigest() if main and digest_all else None))
-    return info, digest_of_all
+    done = {key: d.hexdigest() for key, (_, d) in wanted.items()} if main else None
+    return broadcast_object((facts or {}, done))

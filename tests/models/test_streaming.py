@@ -65,12 +65,16 @@ def _case(name, tmp_path, sft_run):
                 "--gin_bindings=fsdp.param_dtype='float32'"]
     if name == "init_from_with_a_fresh_head":  # the reward head comes from the builder
         return ["--gin_file=gin/reward.gin", f"--gin_bindings=Trainer.init_from='{sft_run}'"]
+    if name == "lora_from_init_from":  # base from the checkpoint, adapters from the builder
+        return ["--gin_file=gin/sft.gin", "--gin_file=gin/overlays/lora.gin",
+                f"--gin_bindings=Trainer.init_from='{sft_run}'"]
     return ["--gin_file=gin/sft.gin"]  # from scratch: every weight from the builder
 
 
 @pytest.mark.slow
 @pytest.mark.distributed
-@pytest.mark.parametrize("name", ["hf_checkpoint", "init_from_with_a_fresh_head", "random"])
+@pytest.mark.parametrize("name", ["hf_checkpoint", "init_from_with_a_fresh_head",
+                                  "lora_from_init_from", "random"])
 def test_two_ranks_stream_the_weights_one_process_loads(name, tmp_path, sft_run):
     args = _case(name, tmp_path, sft_run)
     one = _probe(tmp_path / "one.pt", args, 1)
@@ -80,5 +84,8 @@ def test_two_ranks_stream_the_weights_one_process_loads(name, tmp_path, sft_run)
     for key, tensor in one["state"].items():
         assert torch.equal(two["state"][key], tensor), key
     assert two["init_info"] == one["init_info"]
+    assert two["base_digest"] == one["base_digest"]
+    if name == "lora_from_init_from":
+        assert one["base_digest"] and one["init_info"]["model/trainable_parameters"] > 0
     if name == "init_from_with_a_fresh_head":
         assert one["init_info"]["init/kept_fresh"] == ["output.weight"]

@@ -3,7 +3,8 @@
     python tests/models/weights_probe.py OUT.pt --gin_file=... [--gin_bindings=...]
     python -m launchers.torchrun --nproc_per_node=2 tests/models/weights_probe.py OUT.pt ...
 
-Rank 0 writes {"state": full state dict, "init_info": ..., "streamed": bool}.
+Rank 0 writes {"state": full state dict, "init_info": ..., "streamed": bool, "base_digest":
+LoRA's digest of the frozen base, or None}.
 """
 
 import sys
@@ -33,7 +34,8 @@ def main(argv):
                                                                          cpu_offload=True))
     if dist_info.is_main:
         torch.save({"state": state, "init_info": trainer.init_info,
-                    "streamed": trainer.streamed}, argv[1])
+                    "streamed": trainer.streamed, "base_digest": trainer.base_digest},
+                   argv[1])
     distributed.barrier()
     distributed.shutdown()
 
