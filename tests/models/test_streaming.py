@@ -89,3 +89,20 @@ def test_two_ranks_stream_the_weights_one_process_loads(name, tmp_path, sft_run)
         assert one["base_digest"] and one["init_info"]["model/trainable_parameters"] > 0
     if name == "init_from_with_a_fresh_head":
         assert one["init_info"]["init/kept_fresh"] == ["output.weight"]
+
+
+def test_hf_weights_read_lazily_equal_the_eager_load_and_a_mismatch_is_named(tmp_path):
+    from lib.models.hf import hf_model
+    from tests.models.test_hf_roundtrip import _make
+
+    _make("llama-base", tmp_path)
+    eager = hf_model.__wrapped__("lm", str(tmp_path), "llama").state_dict()
+    with torch.device("meta"):
+        lazy = hf_model.__wrapped__("lm", str(tmp_path), "llama")
+    source = lazy.weight_source
+    assert source.names == set(eager)
+    got = source.read(sorted(eager))
+    for name, tensor in eager.items():
+        assert torch.equal(got[name].to(tensor.dtype), tensor), name
+    with pytest.raises(ValueError, match=rf"{tmp_path}: its weights do not match the model"):
+        type(source)(tmp_path, source.config, "lm", source.convert, [*eager, "extra.weight"])
