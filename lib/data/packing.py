@@ -91,6 +91,14 @@ def packed_forward(model, batch: dict, device) -> torch.Tensor:
                  input_pos=batch["positions"].to(device, non_blocking=True))
 
 
+def forward(model, batch: dict, device) -> torch.Tensor:
+    """The model's output on a batch's rows, packed (packed_forward) or right-padded (the
+    causal mask alone keeps padding out of every real position)."""
+    if "segments" in batch:
+        return packed_forward(model, batch, device)
+    return model(batch["tokens"].to(device, non_blocking=True))
+
+
 def per_sequence_sum(values: torch.Tensor, segments: torch.Tensor, num_seqs: int):
     """[num_seqs]: the sum of `values` [rows, s] over each sequence's positions."""
     flat, seg = values.reshape(-1), segments.reshape(-1)

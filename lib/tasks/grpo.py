@@ -44,7 +44,7 @@ from lib.config import registry
 from lib.config.registry import configurable
 from lib.config.values import Ref
 from lib.data.batching import eval_shard
-from lib.data.packing import pack, packed_forward, per_sequence_sum
+from lib.data.packing import forward, pack, per_sequence_sum
 from lib.models.limits import max_length_problems
 from lib.models.logprobs import IGNORE, shifted_targets, token_logps
 from lib.models.lora import is_adapted
@@ -268,11 +268,7 @@ class GRPOTask(Task):
         """(per-token log-probabilities of the targets at the sampling temperature [rows, s],
         logits / temperature)."""
         device = self.dist.device
-        if self.pack:
-            logits = packed_forward(model, batch, device)
-        else:
-            logits = model(batch["tokens"].to(device, non_blocking=True))
-        logits = logits.float() / self.sampling.temperature
+        logits = forward(model, batch, device).float() / self.sampling.temperature
         return token_logps(logits, batch["targets"].to(device)), logits
 
     def micro_batch_loss(self, model, batch):

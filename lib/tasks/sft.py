@@ -16,7 +16,7 @@ import torch
 
 from lib.config.registry import configurable
 from lib.data.batching import StepBatches
-from lib.data.packing import from_position, pack, packed_forward
+from lib.data.packing import forward, from_position, pack
 from lib.generation import complete
 from lib.models.limits import max_length_problems
 from lib.models.logprobs import IGNORE, shifted_targets, token_logps
@@ -71,10 +71,7 @@ class SFTTask(Task):
 
     def _sums(self, model, batch):
         device = self.dist.device
-        if "segments" in batch:
-            logits = packed_forward(model, batch, device)
-        else:
-            logits = model(batch["tokens"].to(device, non_blocking=True))
+        logits = forward(model, batch, device)
         targets = batch["targets"].to(device, non_blocking=True)
         logps = token_logps(logits, targets)
         correct = ((logits.argmax(-1) == targets) & (targets != IGNORE)).sum()
