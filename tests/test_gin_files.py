@@ -17,9 +17,24 @@ COMPLETE = sorted(GIN_DIR.glob("*.gin")) + sorted((GIN_DIR / "experiments").glob
 OVERLAYS = sorted((GIN_DIR / "debug").glob("*.gin")) + sorted((GIN_DIR / "overlays").glob("*.gin"))
 
 
-def _bindings_for(path, hf_dirs):
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory):
+    """A run folder with a complete checkpoint, for configs that start from another run
+    (gin/grpo.gin's Trainer.init_from names the folder its header's first command writes)."""
+    from tests.conftest import run_launcher
+
+    workdir = tmp_path_factory.mktemp("init") / "sft"
+    proc = run_launcher(["--gin_file=gin/sft_compare.gin", "--gin_file=gin/debug/smoke.gin",
+                         "--gin_bindings=RunLogger.use_wandb=False", f"--workdir={workdir}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir
+
+
+def _bindings_for(path, hf_dirs, sft_run):
     text = path.read_text()
     bindings = []
+    if re.search(r"^Trainer\.init_from = ", text, re.MULTILINE):
+        bindings.append(f"Trainer.init_from = '{sft_run}'")
     if re.search(r"Must be set:.*\btrain_files\b", text):  # the header says what it needs
         bindings += ["train_files = ['assets/demo/train.jsonl']",
                      "eval_files = ['assets/demo/eval.jsonl']"]
@@ -34,16 +49,17 @@ def test_gin_files_are_found():
 
 
 @pytest.mark.parametrize("path", COMPLETE, ids=lambda p: str(p.relative_to(GIN_DIR)))
-def test_shipped_config_passes_strict_checks(path, hf_dirs, search_roots):
-    cfg = config.load([str(path)], _bindings_for(path, hf_dirs), builds=BUILDS)
+def test_shipped_config_passes_strict_checks(path, hf_dirs, sft_run, search_roots):
+    cfg = config.load([str(path)], _bindings_for(path, hf_dirs, sft_run), builds=BUILDS)
     assert cfg.warnings == []
     assert "Trainer.model_fn" in cfg.effective_text()
 
 
-def test_every_shipped_file_is_covered(hf_dirs, search_roots):
+def test_every_shipped_file_is_covered(hf_dirs, sft_run, search_roots):
     read = set()
     for path in COMPLETE:
-        read |= set(config.load([str(path)], _bindings_for(path, hf_dirs), builds=BUILDS).files)
+        read |= set(config.load([str(path)], _bindings_for(path, hf_dirs, sft_run),
+                                builds=BUILDS).files)
     assert set(GIN_FILES) - set(OVERLAYS) == read
 
 
