@@ -26,10 +26,7 @@ class Prompt:
     tokens: List[int]  # BOS included
     fields: Dict[str, object]  # the row's fields, for the reward functions
     source: str  # "file:row"
-
-    @property
-    def text(self) -> str:
-        return self.fields["prompt_text"]
+    text: str  # the rendered template
 
 
 @dataclasses.dataclass
@@ -114,7 +111,7 @@ def encode_prompts(rows, tokenizer: Tokenizer, template: str, max_prompt_length:
         if len(tokens) > max_prompt_length:
             tokens = tokens[:1] + tokens[len(tokens) - max_prompt_length + 1:]
             truncated += 1
-        out.append(Prompt(tokens, {**row, "prompt_text": text}, where))
+        out.append(Prompt(tokens, dict(row), where, text))
     return out, truncated
 
 

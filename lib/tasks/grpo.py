@@ -45,6 +45,7 @@ from lib.config.registry import configurable
 from lib.config.values import Ref
 from lib.data.batching import eval_shard
 from lib.data.packing import forward, pack, per_sequence_sum
+from lib.data.sources import DataError
 from lib.models.limits import max_length_problems
 from lib.models.logprobs import IGNORE, shifted_targets, token_logps
 from lib.models.lora import is_adapted
@@ -120,12 +121,12 @@ class GRPOTask(Task):
             sampling, stop_tokens=tuple(dict.fromkeys([tokenizer.eos_id,
                                                        *sampling.stop_tokens])))
         needed = {f for fn in self.reward_fns for f in fn.fields}
-        for prompt in (self.data.train[:1] + self.data.eval[:1]):
+        for prompt in (*self.data.train, *self.data.eval):  # before any model is built
             missing = needed - set(prompt.fields)
             if missing:
-                raise ValueError(f"{prompt.source}: no field {sorted(missing)[0]!r}, which the "
-                                 f"reward functions read; the row has "
-                                 f"{', '.join(sorted(prompt.fields))}")
+                raise DataError(f"{prompt.source}: no field {sorted(missing)[0]!r}, which the "
+                                f"reward functions read; the row has "
+                                f"{', '.join(sorted(prompt.fields))}")
 
     def build_data(self, tokenizer):
         return self.data_fn(tokenizer)

@@ -357,3 +357,18 @@ def test_a_kl_penalty_measures_kl_to_the_initial_policy(tmp_path, overlay, mode)
     kl = [r["train/kl"] for r in records if "train/kl" in r]
     assert len(kl) == 4 and abs(kl[0]) < 1e-6 and kl[-1] > 1e-6, kl
     assert json.loads((tmp_path / "summary.json").read_text())["reference/mode"] == mode
+
+
+def test_a_row_without_a_field_a_reward_reads_stops_the_run_before_the_model(tmp_path):
+    """The config check reads a .jsonl file's first row; every row is checked when read."""
+    rows = tmp_path / "rows.jsonl"
+    good = json.dumps({"prompt": "Which is larger, 1 or 2?", "answer": "2"}) + "\n"
+    rows.write_text(good + json.dumps({"prompt": "Which is larger, 3 or 2?"}) + "\n" + good * 20)
+    workdir = tmp_path / "w"
+    proc = run_launcher([*GRPO, f"--gin_bindings=build_prompt_data.train_files=['{rows}']",
+                         "--gin_bindings=RunLogger.use_wandb=False", f"--workdir={workdir}"])
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {rows}:2: no field 'answer', which the reward functions read; the row has "
+        "prompt")
+    assert not workdir.exists()
