@@ -497,8 +497,8 @@ def grpo_task(data_fn: Callable, reward_fns: Sequence, reward_weights: Sequence[
       clip_high: the ratio's upper clip is 1 + clip_high; DAPO raises it (0.28) to keep
         exploring. Must be >= clip_low.
       kl_coef: weight of the KL penalty to the reference policy (the initial weights); 0 (the
-        default, as TRL since 0.19 and DAPO: no reference is kept). open-instruct uses 0.05,
-        DeepSeekMath 0.04.
+        default, TRL's `beta` default and DAPO's: no reference is kept). open-instruct uses
+        0.05, DeepSeekMath 0.04.
       kl_estimator: "k3" (exp(r) - r - 1 with r = ref - policy log-probability, unbiased and
         >= 0; GRPO's) or "k1" (-r). Setting "k1" with kl_coef=0 is an error.
       loss_aggregation: "token": the loss's mean over every completion token of the global
