@@ -64,6 +64,17 @@ def demo_tokenizer():
     return Tokenizer(DEMO)
 
 
+@pytest.fixture(scope="session")
+def sft_run(tmp_path_factory):
+    """A short SFT run of the tiny model (gin/sft_compare.gin, smoke-length): a run folder with
+    complete checkpoints, for configs that start from another run (Trainer.init_from)."""
+    workdir = tmp_path_factory.mktemp("init") / "sft"
+    proc = run_launcher(["--gin_file=gin/sft_compare.gin", "--gin_file=gin/debug/smoke.gin",
+                         "--gin_bindings=RunLogger.use_wandb=False", f"--workdir={workdir}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir
+
+
 def demo_batch(tokenizer_dir, num_pairs=6):
     """(tokens, attention_mask) of the first demo eval pairs, right-padded, chosen then
     rejected, tokenized with the tokenizer in `tokenizer_dir`."""

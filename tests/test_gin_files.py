@@ -17,19 +17,6 @@ COMPLETE = sorted(GIN_DIR.glob("*.gin")) + sorted((GIN_DIR / "experiments").glob
 OVERLAYS = sorted((GIN_DIR / "debug").glob("*.gin")) + sorted((GIN_DIR / "overlays").glob("*.gin"))
 
 
-@pytest.fixture(scope="module")
-def sft_run(tmp_path_factory):
-    """A run folder with a complete checkpoint, for configs that start from another run
-    (gin/grpo.gin's Trainer.init_from names the folder its header's first command writes)."""
-    from tests.conftest import run_launcher
-
-    workdir = tmp_path_factory.mktemp("init") / "sft"
-    proc = run_launcher(["--gin_file=gin/sft_compare.gin", "--gin_file=gin/debug/smoke.gin",
-                         "--gin_bindings=RunLogger.use_wandb=False", f"--workdir={workdir}"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return workdir
-
-
 def _bindings_for(path, hf_dirs, sft_run):
     text = path.read_text()
     bindings = []

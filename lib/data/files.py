@@ -1,6 +1,6 @@
 """What a data builder reads: the checks of its file settings, and the held-out split.
 
-Shared by the data builders of every task (preference pairs, SFT examples), so a source
+Shared by the data builders of every task (preference pairs, SFT examples, prompts), so a source
 (lib/data/sources.py) and `train_files` / `eval_files` / `eval_fraction` mean the same
 everywhere.
 """
@@ -12,8 +12,9 @@ from lib.data.encoding import POLICIES
 from lib.data.sources import is_dataset_spec
 
 
-def data_problems(train_files, eval_files, eval_fraction, max_length, overlength_policy):
-    """[(parameter, message)] for a data config that cannot work; reads no data."""
+def source_problems(train_files, eval_files, eval_fraction):
+    """[(parameter, message)] for the sources and the held-out split; resolves the paths but
+    reads no data."""
     problems = []
     if not train_files or isinstance(train_files, str):
         problems.append(("train_files", "train_files must be a non-empty list of sources "
@@ -27,12 +28,6 @@ def data_problems(train_files, eval_files, eval_fraction, max_length, overlength
                          f"(now {list(eval_files)!r}) or eval_fraction (now {eval_fraction})"))
     if not 0.0 <= eval_fraction < 1.0:
         problems.append(("eval_fraction", f"eval_fraction={eval_fraction} must be in [0, 1)"))
-    if max_length < 4:
-        problems.append(("max_length", f"max_length={max_length} cannot hold BOS, a prompt "
-                         "token, a response token and EOS"))
-    if overlength_policy not in POLICIES:
-        problems.append(("overlength_policy", f"overlength_policy={overlength_policy!r}; "
-                         f"valid: {', '.join(POLICIES)}"))
     for arg, files in (("train_files", train_files), ("eval_files", eval_files)):
         for f in ([] if isinstance(files, str) else files):
             try:
@@ -40,6 +35,18 @@ def data_problems(train_files, eval_files, eval_fraction, max_length, overlength
             except ConfigError as e:
                 problems.append((arg, str(e.problems[0].message)))
     return problems
+
+
+def data_problems(train_files, eval_files, eval_fraction, max_length, overlength_policy):
+    """[(parameter, message)] for a data config that cannot work; reads no data."""
+    problems = []
+    if max_length < 4:
+        problems.append(("max_length", f"max_length={max_length} cannot hold BOS, a prompt "
+                         "token, a response token and EOS"))
+    if overlength_policy not in POLICIES:
+        problems.append(("overlength_policy", f"overlength_policy={overlength_policy!r}; "
+                         f"valid: {', '.join(POLICIES)}"))
+    return source_problems(train_files, eval_files, eval_fraction) + problems
 
 
 def resolve_source(source: str, what: str) -> str:

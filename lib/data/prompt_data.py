@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence
 
 from lib.config import ConfigError
 from lib.config.registry import configurable
-from lib.data.files import read_split, resolve_source
+from lib.data.files import read_split, resolve_source, source_problems
 from lib.data.sources import DataError, read_rows
 from lib.data.tokenizer import Tokenizer
 
@@ -117,15 +117,7 @@ def encode_prompts(rows, tokenizer: Tokenizer, template: str, max_prompt_length:
 
 def _arg_problems(train, held, eval_fraction, template, max_prompt_length):
     """[(parameter, message)] for arguments that cannot work; reads no data."""
-    problems = []
-    if not train or isinstance(train, str):
-        problems.append(("train_files", f"train_files must be a non-empty list of sources, got "
-                         f"{train!r}"))
-    if isinstance(held, str) or bool(held) == bool(eval_fraction):
-        problems.append(("eval_files", "give exactly one held-out source: eval_files (a list) "
-                         f"or eval_fraction (now {held!r} and {eval_fraction})"))
-    if not 0.0 <= eval_fraction < 1.0:
-        problems.append(("eval_fraction", f"eval_fraction={eval_fraction} must be in [0, 1)"))
+    problems = source_problems(train, held, eval_fraction)
     if max_prompt_length < 2:
         problems.append(("max_prompt_length", f"max_prompt_length={max_prompt_length} cannot "
                          "hold BOS and a prompt token"))
@@ -141,15 +133,9 @@ def _check(view):
     train, held = get("train_files"), get("eval_files")
     problems = _arg_problems(train, held, get("eval_fraction"), get("template"),
                              get("max_prompt_length"))
-    for arg, files in (("train_files", train), ("eval_files", held)):
-        for f in ([] if isinstance(files, str) else files or []):
-            try:
-                resolve_source(f, arg[:-1].replace("_", " "))
-            except ConfigError as e:
-                problems.append((arg, str(e.problems[0].message)))
     if problems:
         return problems
-    return template_problems(get("template"), [*train, *(held or [])], get("columns"))
+    return template_problems(get("template"), [*train, *held], get("columns"))
 
 
 @configurable(caller_args=("tokenizer",), check=_check, resume_sensitive=("*",))

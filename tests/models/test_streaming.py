@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lib.models.streaming import Digest, layer_groups
-from tests.conftest import DEMO, REPO, run_launcher
+from tests.conftest import DEMO, REPO
 
 
 def test_layer_groups_keep_name_order_and_one_layer_together():
@@ -40,15 +40,6 @@ def _probe(out, args, nproc):
                            *args], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return torch.load(out, weights_only=False)
-
-
-@pytest.fixture(scope="module")
-def sft_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("sft") / "run"
-    proc = run_launcher(["--gin_file=gin/sft.gin", "--gin_file=gin/debug/smoke.gin",
-                         "--gin_bindings=RunLogger.use_wandb=False", f"--workdir={workdir}"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return workdir
 
 
 def _case(name, tmp_path, sft_run):
