@@ -1,9 +1,9 @@
 """The Trainer: builds the components it is given and runs the training loop.
 
 Tasks (lib/tasks/) differ in their data, loss, metrics and eval, not in the loop. `train()`
-orchestrates; `train_step()` does, in order: micro-batches -> forward/backward -> clip ->
-finiteness check (agreed over ranks) -> optimizer step -> schedule -> metrics. Evaluation and
-checkpointing key off the same step counter, the last step included.
+orchestrates; `train_step()` does, in order: micro-batches (sampled by the task's rollout, for
+GRPO) -> forward/backward -> clip -> finiteness check (agreed over ranks) -> optimizer step ->
+schedule -> metrics. Evaluation and checkpointing key off the same step, the last included.
 """
 
 import pathlib
@@ -79,8 +79,8 @@ class Trainer:
       optimizer_fn: (model) -> optimizer (e.g. @build_adamw).
       lr_schedule_fn: (optimizer, num_steps) -> LR scheduler (e.g. @build_lr_schedule).
       num_steps: optimizer steps to train for.
-      global_batch_size: examples (pairs, or prompt-completion examples) per optimizer step,
-        over all ranks and micro-batches; must be divisible by world size x micro_batch_size.
+      global_batch_size: examples (pairs, prompt-completion examples, GRPO's prompts) per
+        optimizer step, all ranks and micro-batches; divisible by world size x micro_batch_size.
       micro_batch_size: examples per forward/backward on one rank (gradient accumulation runs
         global_batch_size / (world size x micro_batch_size) of them per step).
       eval_batch_size: examples per eval forward on one rank.
