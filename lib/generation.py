@@ -13,7 +13,7 @@ import torch
 
 @torch.no_grad()
 def complete(model, prompts: Sequence[List[int]], max_new_tokens: int, stop_tokens: List[int],
-             max_seq_len: int, pad_id: int = 0) -> List[List[int]]:
+             max_seq_len: int) -> List[List[int]]:
     """Greedy completions of each prompt, cut after a stop token.
 
     Args:
@@ -22,7 +22,6 @@ def complete(model, prompts: Sequence[List[int]], max_new_tokens: int, stop_toke
       max_new_tokens: at most this many tokens per completion.
       stop_tokens: ids that end a completion (kept in the output).
       max_seq_len: the model's longest sequence (its rotary cache); completions stop there.
-      pad_id: unused by one-prompt batches (nothing is padded); any id.
     """
     from lib.rollout import Sampler, Sampling
 
@@ -35,5 +34,6 @@ def complete(model, prompts: Sequence[List[int]], max_new_tokens: int, stop_toke
             out.append([])
             continue
         settings = Sampling(max_new_tokens=new, stop_tokens=tuple(stop_tokens), greedy=True)
-        out.extend(sampler.generate([prompt], settings, pad_id))
+        # One prompt is a batch with no padding, so the pad id is never written.
+        out.extend(sampler.generate([prompt], settings, pad_id=0))
     return out

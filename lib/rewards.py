@@ -148,15 +148,9 @@ class _RewardModel:
 
 
 def _check_reward_model(view):
-    from lib.config import ConfigError
-    from lib.models.hf import _read_config
+    from lib.models.hf import directory_problems
 
-    try:
-        _read_config(view.get("reward_model_reward", "checkpoint_dir"),
-                     view.get("reward_model_reward", "model_type"))
-    except ConfigError as e:
-        return [("checkpoint_dir", e.problems[0].message)]
-    return []
+    return directory_problems(view, "reward_model_reward")
 
 
 @configurable(check=_check_reward_model)

@@ -11,7 +11,6 @@ rollouts would implement the same two calls (weights pushed in `sync`); it is no
 """
 
 import dataclasses
-import time
 from typing import List, Optional, Sequence
 
 import torch
@@ -66,7 +65,6 @@ class Sampler:
         sharded policy; None generates with the policy itself."""
         self.copy = copy
         self.model = None
-        self.sync_s = 0.0
 
     def sync(self, model) -> None:
         """Makes the generator use `model`'s current weights; with a copy, a collective on
@@ -77,11 +75,9 @@ class Sampler:
         from torch.distributed.checkpoint.state_dict import (StateDictOptions,
                                                              get_model_state_dict)
 
-        t0 = time.perf_counter()
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
         self.copy.load_state_dict(full)
         self.model = self.copy
-        self.sync_s = time.perf_counter() - t0
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[List[int]], settings: Sampling, pad_id: int,

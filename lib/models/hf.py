@@ -44,13 +44,18 @@ def _read_config(checkpoint_dir: str, model_type: str):
     return directory, config
 
 
-def _check(view):
+def directory_problems(view, name: str):
+    """[("checkpoint_dir", message)] when configurable `name`'s checkpoint_dir and model_type
+    do not name a usable HF directory."""
     try:
-        _read_config(view.get("hf_model", "checkpoint_dir"),
-                     view.get("hf_model", "model_type"))
+        _read_config(view.get(name, "checkpoint_dir"), view.get(name, "model_type"))
     except ConfigError as e:
         return [("checkpoint_dir", e.problems[0].message)]
     return []
+
+
+def _check(view):
+    return directory_problems(view, "hf_model")
 
 
 def max_positions(checkpoint_dir: str, model_type: str):

@@ -60,7 +60,7 @@ BASE_SUMS = ("loss", "completions", "reward", "reward_sq", "groups", "equal_grou
 
 
 # Zeroes the generation counts of a rollout's sums (the last two) on its later passes.
-_NOT_GENERATION = torch.tensor([1.0] * 7 + [0.0, 0.0])
+_NOT_GENERATION = torch.tensor([1.0] * 6 + [0.0, 0.0])
 
 
 class PromptBatches(torch.utils.data.Dataset):
@@ -221,9 +221,8 @@ class GRPOTask(Task):
         equal = float((groups.max(1).values == groups.min(1).values).sum())
         batch["rollout_sums"] = torch.tensor(
             [len(completions), float(total.sum()), float((total ** 2).sum()),
-             groups.shape[0], equal, float(lengths.sum()), float(truncated),
-             float(lengths.sum()), generation_s]), torch.cat([per_fn.sum(0),
-                                                             (per_fn ** 2).sum(0)])
+             groups.shape[0], equal, float(truncated), float(lengths.sum()),
+             generation_s]), torch.cat([per_fn.sum(0), (per_fn ** 2).sum(0)])
         with torch.no_grad():
             if cfg.num_passes > 1:
                 batch["old_logps"] = self._logps(model, batch)[0].detach()
@@ -304,7 +303,7 @@ class GRPOTask(Task):
                 loss_sum.detach(), (kl * mask).sum(), (was_clipped * mask).sum(),
                 (entropy * mask).sum()])
         base, per_fn = batch["rollout_sums"]
-        completions, reward, reward_sq, groups, equal, _, truncated, generated, gen_s = base
+        completions, reward, reward_sq, groups, equal, truncated, generated, gen_s = base
         sums = torch.cat([
             loss_terms[:1], torch.tensor([completions, reward, reward_sq, groups, equal,
                                           float(mask.sum())], device=device),

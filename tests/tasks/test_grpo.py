@@ -200,7 +200,7 @@ def test_the_loss_equals_the_per_completion_reference_packed_and_padded(demo_tok
             for i in range(4):
                 full[(batch["seq"] == i) & (batch["targets"] != IGNORE)] = values[i]
             batch[key] = full
-        batch["rollout_sums"] = (torch.zeros(9), torch.zeros(2))
+        batch["rollout_sums"] = (torch.zeros(8), torch.zeros(2))
         model.zero_grad()
         loss, sums = task.micro_batch_loss(model, batch)
         torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6)
@@ -216,13 +216,9 @@ def test_advantages_are_relative_to_the_group(demo_tokenizer):
     task.sampler = Sampler(None)
     model = _model()
     batch = task.rollout(model, task.step_batches()[0])[0]
-    rewards = torch.tensor([1.0 if demo_tokenizer.decode(
-        [t for t in c if t != demo_tokenizer.eos_id]).strip() == p.fields["answer"] else 0.0
-        for p, c in zip([p for p in task.data.train[:4] for _ in range(2)], [[]] * 8)])
     assert batch["advantages"].shape == (8,)
     groups = batch["advantages"].reshape(4, 2)
     torch.testing.assert_close(groups.sum(1), torch.zeros(4))  # zero mean in each group
-    assert rewards.shape == (8,)
 
 
 # -- config checks --------------------------------------------------------------------------
