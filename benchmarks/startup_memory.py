@@ -1,10 +1,12 @@
 """Start-up host memory per rank: one process against two ranks that stream their shards.
 
-    python -m benchmarks.startup_memory        # about 2 minutes on 2 CPU cores
+    python -m benchmarks.startup_memory                # about 2.5 minutes on 2 CPU cores
+    python -m benchmarks.startup_memory --task=reward  # a fresh reward head on the base
 
-Writes a Llama 3-shaped Hugging Face checkpoint of SIZE (fp32 safetensors, made with
-transformers, random weights) into a temporary folder and starts an SFT run of the shipped
-Llama 3.2 1B experiment config on it, with one process and with two ranks under
+Writes a Llama 3-shaped Hugging Face checkpoint (fp32 safetensors, made with transformers,
+random weights) into a temporary folder and starts a run of the shipped Llama 3.2 1B
+experiment config of --task on it (SFT: every weight from the checkpoint; reward: the
+checkpoint's base and a freshly initialized reward head), with one process and with two ranks under
 launchers.torchrun (gloo), one training step each. Each rank's resident memory before the
 model was built and its peak at the start of training come from the run's summary.json
 (`startup/rss_before_model_gb_by_rank`, `startup/peak_rss_gb_by_rank`). The figure compared is
@@ -22,6 +24,7 @@ from absl import app, flags
 
 flags.DEFINE_integer("hidden", 1024, "hidden size of the generated checkpoint")
 flags.DEFINE_integer("layers", 6, "layers of the generated checkpoint")
+flags.DEFINE_enum("task", "sft", ["sft", "reward"], "the experiment config to start")
 FLAGS = flags.FLAGS
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -54,12 +57,13 @@ def run(nproc: int, checkpoint: pathlib.Path, tmp: pathlib.Path) -> dict:
     launcher = ([sys.executable, "-m", "launchers.torchrun", "--standalone",
                  f"--nproc_per_node={nproc}", "-m", "launchers.train"] if nproc > 1 else
                 [sys.executable, "-m", "launchers.train"])
-    args = ["--gin_file=gin/experiments/llama3_2_1b_sft.gin",
+    data = (["--gin_bindings=build_sft_data.columns={'completion': 'chosen'}",
+             "--gin_bindings=build_sft_data.max_length=64"] if FLAGS.task == "sft" else
+            ["--gin_bindings=build_preference_data.max_length=64"])
+    args = [f"--gin_file=gin/experiments/llama3_2_1b_{FLAGS.task}.gin",
             f"--gin_bindings=hf_checkpoint_dir='{checkpoint}'",
             f"--gin_bindings=train_files=['{DEMO / 'train.jsonl'}']",
-            f"--gin_bindings=eval_files=['{four}']",
-            "--gin_bindings=build_sft_data.columns={'completion': 'chosen'}",
-            "--gin_bindings=build_sft_data.max_length=64",
+            f"--gin_bindings=eval_files=['{four}']", *data,
             "--gin_bindings=fsdp.param_dtype='float32'",
             "--gin_bindings=Trainer.num_steps=1", "--gin_bindings=Trainer.global_batch_size=2",
             "--gin_bindings=Trainer.micro_batch_size=1",
@@ -86,11 +90,13 @@ def main(_):
             for rank, (b, p) in enumerate(zip(before, peak)):
                 print(f"{nproc} rank(s), rank {rank}: before the model {b:.3f} GB, peak "
                       f"{p:.3f} GB, building cost {p - b:.3f} GB "
-                      f"(streamed: {s['startup/streamed_weights']})")
+                      f"(streamed: {s['startup/streamed_weights']}, rank 0 built the full model: "
+                      f"{s['startup/rank_0_built_full_model']})")
         one = results[1][0]
         for rank, cost in enumerate(results[2]):
             print(f"rank {rank} of 2 / one process: {cost / one:.2f}")
-        print(json.dumps({"checkpoint_gb": round(size, 3), "one_process_gb": round(one, 3),
+        print(json.dumps({"task": FLAGS.task, "checkpoint_gb": round(size, 3),
+                          "one_process_gb": round(one, 3),
                           "two_ranks_gb": [round(c, 3) for c in results[2]],
                           "ratios": [round(c / one, 3) for c in results[2]]}))
 

@@ -3,7 +3,7 @@
 `init_from` names a run folder (its newest complete checkpoint is used) or one checkpoint
 folder. Only the model's weights are read, before sharding, into the freshly built model; the
 optimizer, schedule and step start fresh. A weight whose name or shape the source lacks (a
-reward head on an SFT model) keeps the model builder's initialization and is listed. The source
+reward head on an SFT model) is initialized fresh (lib/models/fresh.py) and listed. The source
 and a SHA-256 digest of what was loaded are returned for summary.json, so a run says exactly
 which weights it started from.
 """
@@ -79,7 +79,7 @@ def load_initial(model: torch.nn.Module, init_from: str) -> dict:
     dcp.load(state, checkpoint_id=str(path))
     model.load_state_dict(state["model"], strict=False)
     if fresh:
-        logging.info("init_from %s: %s not in the checkpoint, kept as initialized", path,
+        logging.info("init_from %s: %s not in the checkpoint, initialized fresh", path,
                      ", ".join(fresh))
     return {"init/source": str(path), "init/digest": state_digest(state["model"]),
             "init/kept_fresh": fresh}

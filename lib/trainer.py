@@ -22,7 +22,7 @@ from lib.config.registry import configurable
 from lib.config.values import Ref
 from lib.data.batching import batch_problems
 from lib.faults import crash_point
-from lib.models import lora, streaming
+from lib.models import fresh, lora, streaming
 from lib.reporting import RunLogger, format_progress
 from lib.tasks import Task
 
@@ -144,6 +144,7 @@ class Trainer:
         # Several ranks build on the meta device and receive their shards of the initial
         # weights from rank 0 (lib/models/streaming.py), unless the task needs the full model.
         self.streamed = dist_info.world_size > 1 and not task.needs_full_initial_model
+        self.rank_0_full_model = not self.streamed  # (every rank's, when not streamed)
         self._rss_before_model = _rss_gb()
         head = task.model_head
         torch.manual_seed(seed)  # the same initial weights on every rank, before sharding
@@ -166,20 +167,28 @@ class Trainer:
                                      if not p.requires_grad}
                 self._adapted(model, checkpointer)
 
-            def build():  # one process's initial model (adapters drawn after the base)
+            def build():  # one process's model from scratch (adapters drawn after the base)
                 built = model_fn(head=head)
                 return built if adapter_fn is None else adapter_fn(built, head=head)
 
+            templates = fresh.templates(model, model.state_dict())  # meta: free
             self.model = shard_fn(model, dist_info)
-            info, got = streaming.load_streamed(self.model, dist_info, build, seed, init_from,
-                                                digests, base_names)
+            info, got, self.rank_0_full_model = streaming.load_streamed(
+                self.model, dist_info, build, seed, init_from, digests, base_names, templates)
             self.init_info = {**info, **self.init_info}
             self.base_digest = got.get("frozen")
             task.on_weights_streamed(got.get("all"))
         else:
-            self.init_info = initialization.load_initial(model, init_from) if init_from else {}
+            given = set(getattr(model, "hf_names", ()))  # the weights a checkpoint gave
+            self.init_info = {}
+            if init_from:
+                self.init_info = initialization.load_initial(model, init_from)
+                given |= set(model.state_dict()) - set(self.init_info["init/kept_fresh"])
             if adapter_fn is not None:
                 model = adapter_fn(model, head=head)
+            if given:  # the rest is drawn module by module, as the streamed path draws it
+                fresh.initialize(model, set(model.state_dict()) - given, seed)
+            if adapter_fn is not None:
                 self.base_digest = lora.frozen_digest(model)
                 self._adapted(model, checkpointer)
             task.on_model_built(model)
@@ -395,7 +404,8 @@ class Trainer:
         table = distributed.all_reduce_sum(table)
         return {"startup/rss_before_model_gb_by_rank": [round(v, 3) for v in table[:, 0].tolist()],
                 "startup/peak_rss_gb_by_rank": [round(v, 3) for v in table[:, 1].tolist()],
-                "startup/streamed_weights": self.streamed}
+                "startup/streamed_weights": self.streamed,
+                "startup/rank_0_built_full_model": self.rank_0_full_model}
 
     def _global_weight(self, micro_batches) -> float:
         """The summed weight of this step's micro-batches over all ranks."""

@@ -3,7 +3,8 @@
 The directory holds config.json and *.safetensors (one file or an index of shards), as
 `save_pretrained` writes them. The family comes from config.json's `model_type`. With a reward
 head, a `*ForSequenceClassification` checkpoint brings its `score.weight`, and a base or
-causal-LM checkpoint gets a fresh head (its LM head is not used). With an LM head, the
+causal-LM checkpoint gets a fresh head (its LM head is not used; the Trainer draws it, see
+lib/models/fresh.py). With an LM head, the
 checkpoint's `lm_head.weight` is loaded, or the embedding is shared when config.json says
 `tie_word_embeddings`. Every other key must match exactly: there is no non-strict fallback.
 Built on the meta device (several ranks, lib/models/streaming.py), the model reads nothing: it
@@ -89,6 +90,7 @@ def hf_model(head: str, checkpoint_dir: str, model_type: str, attn_dropout: floa
     model.hf_source = str(directory)
     if next(model.parameters()).is_meta:  # built for streaming: rank 0 reads the weights later
         model.weight_source = HFWeights(directory, config, head, convert, model.state_dict())
+        model.hf_names = frozenset(model.weight_source.names)
         return model
     hf_state = load_safetensors(directory)
     score = hf_state.pop("score.weight", None)
@@ -102,6 +104,9 @@ def hf_model(head: str, checkpoint_dir: str, model_type: str, attn_dropout: floa
                              "set in config.json; a causal LM needs one or the other")
         state["output.weight"] = lm_head
     model.load_state_dict(state, strict=True, assign=False)
+    # What the files gave; a fresh reward head is drawn by the Trainer (lib/models/fresh.py).
+    model.hf_names = frozenset(state) - ({"output.weight"} if head == "reward" and score is None
+                                         else set())
     return model
 
 

@@ -31,6 +31,7 @@ class LoRA:
     def __call__(self, model: nn.Module, head: str) -> nn.Module:
         """Adapts `model` in place: LoRA on the targets, base frozen; returns it."""
         from torchtune.modules.peft import LoRALinear
+        from torchtune.modules.peft.lora import _lora_a_init_params, _lora_b_init_params
 
         for p in model.parameters():
             p.requires_grad_(False)
@@ -43,6 +44,9 @@ class LoRA:
                                      alpha=self.alpha, dropout=self.dropout,
                                      use_bias=base.bias is not None)
                 adapted.weight = base.weight  # the same frozen tensor, not a copy
+                # How lib/models/fresh.py draws them on a loaded base: as LoRALinear does.
+                adapted.lora_a.fresh_init = _lora_a_init_params
+                adapted.lora_b.fresh_init = _lora_b_init_params
                 if base.bias is not None:
                     adapted.bias = base.bias
                 setattr(parent, name, adapted)

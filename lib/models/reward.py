@@ -34,10 +34,17 @@ def architecture_check(name):
     return check
 
 
+def init_reward_head(head: nn.Linear) -> None:
+    """N(0, 1/(d+1)), d the head's input size."""
+    nn.init.normal_(head.weight, std=1.0 / math.sqrt(head.in_features + 1))
+
+
 def attach_reward_head(decoder: nn.Module, embed_dim: int) -> nn.Module:
-    """Replaces the LM head with a bias-free scalar head, N(0, 1/(d+1)) initialized."""
+    """Replaces the LM head with a bias-free scalar head, N(0, 1/(d+1)) initialized (also when
+    made fresh on a loaded base: lib/models/fresh.py)."""
     head = nn.Linear(embed_dim, 1, bias=False)
-    nn.init.normal_(head.weight, std=1.0 / math.sqrt(embed_dim + 1))
+    init_reward_head(head)
+    head.fresh_init = init_reward_head
     decoder.output = head
     return decoder
 

@@ -4,16 +4,16 @@ With more than one rank (the model sharded by FSDP2), every rank builds the mode
 device (no memory), shards it, allocates only its shards, and then receives the initial weights
 one layer at a time from rank 0, which alone reads them: from the safetensors files of an HF
 directory (`hf_model`), from the checkpoint `Trainer.init_from` names, and, for what neither
-holds (a model trained from scratch, a fresh reward head), from the model builder's random
-initialization on rank 0's CPU, which is what a single process gets. Every rank therefore holds
-its shards plus one layer's full tensors; rank 0 also holds the randomly initialized model
-when some weights come from the builder. The weights equal the single-process path's bit for
-bit (tested), and so does `init/digest`.
+holds (a fresh reward head, LoRA adapters), drawn one module at a time (lib/models/fresh.py).
+Every rank therefore holds its shards plus one layer's full tensors. The one exception is a
+model with no checkpoint at all (trained from scratch): its builder's initialization is drawn
+on rank 0's CPU in the builder's order, as a single process draws it, so rank 0 then holds the
+full model. The weights equal the single-process path's bit for bit (tested), and so does
+`init/digest`.
 
 A task that needs a digest of the initial weights (DPO's cached reference) gets it from rank 0,
 computed as the weights pass (`Task.on_weights_streamed`); so does LoRA's digest of the frozen
-base. LoRA adapters are added on the meta device too; their initial values come from the
-builder on rank 0, as one process would draw them. Not used, and every rank builds the full
+base. LoRA adapters are added on the meta device too. Not used, and every rank builds the full
 model as in one process, with a task that needs the full initial model (DPO's frozen copy,
 GRPO's generation copy): `Task.needs_full_initial_model`.
 """
@@ -75,12 +75,29 @@ class CheckpointSource:
         return state["model"]
 
 
+class FreshSource:
+    """Weights no checkpoint gives, drawn module by module (lib/models/fresh.py) from copies of
+    their modules taken on the meta device before sharding."""
+
+    def __init__(self, templates, seed: int):
+        self._templates, self._seed = templates, seed
+
+    def read(self, names: List[str], like) -> Dict[str, torch.Tensor]:
+        from lib.models.fresh import fresh_values
+
+        return fresh_values(self._templates, names, self._seed)
+
+
 class BuilderSource:
-    """The model builder's own initialization, built on rank 0's CPU on first use, with the
-    seed a single process uses."""
+    """A model from scratch: the builder's own initialization, built on rank 0's CPU on first
+    use, with the seed a single process uses."""
 
     def __init__(self, build: Callable, seed: int):
         self._build, self._seed, self._state = build, seed, None
+
+    @property
+    def built(self) -> bool:
+        return self._state is not None
 
     def read(self, names: List[str], like) -> Dict[str, torch.Tensor]:
         if self._state is None:
@@ -94,12 +111,14 @@ class BuilderSource:
 
 def load_streamed(model, dist_info, build: Callable, seed: int, init_from: str = "",
                   digests: Dict[str, Optional[Set[str]]] = None,
-                  base_names: Optional[Set[str]] = None):
+                  base_names: Optional[Set[str]] = None, templates=None):
     """Fills a sharded model (allocated, values undefined) with its initial weights, a layer at a
     time from rank 0. Returns (the init_from facts for summary.json, as load_initial's;
     {key: lib.initialization.state_digest of the initial weights named by digests[key], all of
-    them for None}), the same on every rank. `base_names`: the weights init_from may give (the
-    model's before adapters were added, which come from the builder); None: all."""
+    them for None}, whether rank 0 built the full model from scratch), the same on every rank.
+    `base_names`: the weights init_from may give (the
+    model's before adapters were added); None: all. `templates`: lib.models.fresh.templates of
+    the unsharded model, for what no checkpoint gives."""
     import torch.distributed as dist
     from torch.distributed.tensor import DTensor, distribute_tensor
 
@@ -117,7 +136,9 @@ def load_streamed(model, dist_info, build: Callable, seed: int, init_from: str =
             raise ValueError(f"init_from={init_from!r}: {init.path} holds none of this model's "
                              "weights; is it a checkpoint of the same architecture?")
     files = getattr(model, "weight_source", None)
-    builder = BuilderSource(build, seed)
+    # With a checkpoint, what it lacks is drawn module by module; with none, by the builder.
+    builder = (BuilderSource(build, seed) if init is None and files is None else
+               FreshSource(templates, seed))
     digest, fresh = Digest(), []
     wanted = {key: (names, Digest()) for key, names in (digests or {}).items()}
     for group in layer_groups(state):
@@ -157,7 +178,8 @@ def load_streamed(model, dist_info, build: Callable, seed: int, init_from: str =
         facts = {"init/source": str(init.path), "init/digest": digest.hexdigest(),
                  "init/kept_fresh": fresh}
         if fresh:
-            logging.info("init_from %s: %s not in the checkpoint, kept as initialized",
+            logging.info("init_from %s: %s not in the checkpoint, initialized fresh",
                          init.path, ", ".join(fresh))
     done = {key: d.hexdigest() for key, (_, d) in wanted.items()} if main else None
-    return broadcast_object((facts or {}, done))
+    full_model = isinstance(builder, BuilderSource) and builder.built
+    return broadcast_object((facts or {}, done, full_model))

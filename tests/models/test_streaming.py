@@ -1,12 +1,14 @@
 """Several ranks build the model on the meta device and receive their shards of the initial
 weights from rank 0 (lib/models/streaming.py): the weights and init facts equal one process's."""
 
+import math
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from lib.models.fresh import module_seed
 from lib.models.streaming import Digest, layer_groups
 from tests.conftest import DEMO, REPO
 
@@ -54,9 +56,19 @@ def _case(name, tmp_path, sft_run):
                 "--gin_bindings=build_sft_data.columns={'completion': 'chosen'}",
                 "--gin_bindings=build_sft_data.max_length=128",
                 "--gin_bindings=fsdp.param_dtype='float32'"]
-    if name == "init_from_with_a_fresh_head":  # the reward head comes from the builder
+    if name == "hf_base_with_a_fresh_reward_head":
+        from tests.models.test_hf_roundtrip import _make
+
+        _make("llama-base", tmp_path / "hf")
+        return ["--gin_file=gin/experiments/llama3_2_1b_reward.gin",
+                f"--gin_bindings=hf_checkpoint_dir='{tmp_path / 'hf'}'",
+                f"--gin_bindings=train_files=['{DEMO / 'train.jsonl'}']",
+                f"--gin_bindings=eval_files=['{DEMO / 'eval.jsonl'}']",
+                "--gin_bindings=build_preference_data.max_length=128",
+                "--gin_bindings=fsdp.param_dtype='float32'"]
+    if name == "init_from_with_a_fresh_head":  # the reward head is drawn fresh
         return ["--gin_file=gin/reward.gin", f"--gin_bindings=Trainer.init_from='{sft_run}'"]
-    if name == "lora_from_init_from":  # base from the checkpoint, adapters from the builder
+    if name == "lora_from_init_from":  # base from the checkpoint, adapters drawn fresh
         return ["--gin_file=gin/sft.gin", "--gin_file=gin/overlays/lora.gin",
                 f"--gin_bindings=Trainer.init_from='{sft_run}'"]
     return ["--gin_file=gin/sft.gin"]  # from scratch: every weight from the builder
@@ -64,13 +76,16 @@ def _case(name, tmp_path, sft_run):
 
 @pytest.mark.slow
 @pytest.mark.distributed
-@pytest.mark.parametrize("name", ["hf_checkpoint", "init_from_with_a_fresh_head",
-                                  "lora_from_init_from", "random"])
+@pytest.mark.parametrize("name", ["hf_checkpoint", "hf_base_with_a_fresh_reward_head",
+                                  "init_from_with_a_fresh_head", "lora_from_init_from", "random"])
 def test_two_ranks_stream_the_weights_one_process_loads(name, tmp_path, sft_run):
     args = _case(name, tmp_path, sft_run)
     one = _probe(tmp_path / "one.pt", args, 1)
     two = _probe(tmp_path / "two.pt", args, 2)
     assert not one["streamed"] and two["streamed"]
+    # Only a model from scratch is built whole on rank 0; with a checkpoint, what it lacks is
+    # drawn a module at a time.
+    assert two["rank_0_full_model"] == (name == "random")
     assert one["state"].keys() == two["state"].keys()
     for key, tensor in one["state"].items():
         assert torch.equal(two["state"][key], tensor), key
@@ -80,6 +95,13 @@ def test_two_ranks_stream_the_weights_one_process_loads(name, tmp_path, sft_run)
         assert one["base_digest"] and one["init_info"]["model/trainable_parameters"] > 0
     if name == "init_from_with_a_fresh_head":
         assert one["init_info"]["init/kept_fresh"] == ["output.weight"]
+    if "fresh" in name:  # the reward head's own draw, seeded by Trainer.seed and its name
+        head = one["state"]["output.weight"]
+        torch.manual_seed(module_seed(0, "output"))
+        want = torch.empty(head.shape).normal_(std=1 / math.sqrt(head.shape[1] + 1))
+        assert torch.equal(head, want)
+    if name == "lora_from_init_from":
+        assert all(not t.any() for k, t in one["state"].items() if ".lora_b." in k)
 
 
 def test_hf_weights_read_lazily_equal_the_eager_load_and_a_mismatch_is_named(tmp_path):

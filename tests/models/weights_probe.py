@@ -4,7 +4,8 @@
     python -m launchers.torchrun --nproc_per_node=2 tests/models/weights_probe.py OUT.pt ...
 
 Rank 0 writes {"state": full state dict, "init_info": ..., "streamed": bool, "base_digest":
-LoRA's digest of the frozen base, or None}.
+LoRA's digest of the frozen base, or None, "rank_0_full_model": whether rank 0 built the whole
+model}.
 """
 
 import sys
@@ -34,7 +35,8 @@ def main(argv):
                                                                          cpu_offload=True))
     if dist_info.is_main:
         torch.save({"state": state, "init_info": trainer.init_info,
-                    "streamed": trainer.streamed, "base_digest": trainer.base_digest},
+                    "streamed": trainer.streamed, "base_digest": trainer.base_digest,
+                    "rank_0_full_model": trainer.rank_0_full_model},
                    argv[1])
     distributed.barrier()
     distributed.shutdown()
