@@ -193,6 +193,7 @@ class Trainer:
                 self._adapted(model, checkpointer)
             task.on_model_built(model)
             self.model = shard_fn(model, dist_info)
+        task.on_model_sharded(lambda module: shard_fn(module, dist_info))
         self.sharded = parallel.is_sharded(self.model)
         self.optimizer = optimizer_fn(self.model)
         self.lr_schedule = lr_schedule_fn(self.optimizer, num_steps)

@@ -8,6 +8,7 @@ sharding. A task owns the rest, and the Trainer reaches it only through `Task`:
     model_head                                  "lm" or "reward": what the model builder attaches
     on_model_built(model)                       the initial weights, before sharding
     on_weights_streamed(digest)                 instead, when ranks streamed their shards
+    on_model_sharded(shard)                     shard(module) wraps a module as the model was
     prepare(model, workdir, resuming)           after sharding, before a checkpoint is restored
     step_batches()                              step -> this rank's collated micro-batches
     rollout(model, micro_batches)               a step's batches made with the model (GRPO)
@@ -81,6 +82,11 @@ class Task:
     def on_weights_streamed(self, digest) -> None:
         """Instead of on_model_built when the ranks streamed their shards: the initial weights'
         digest if wants_weights_digest, else None."""
+
+    def on_model_sharded(self, shard) -> None:
+        """After the model is sharded: `shard(module)` shards another module the same way
+        (FSDP2 over the ranks, the same precision and options), e.g. a frozen reference, which
+        then computes exactly as the initial model does and costs each rank its shard only."""
 
     def prepare(self, model, workdir: pathlib.Path, resuming: bool) -> None:
         """Called once the model is built and sharded, before any checkpoint is restored."""

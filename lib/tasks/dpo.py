@@ -105,12 +105,14 @@ class DPOTask(Task):
             else:
                 self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
 
+    def on_model_sharded(self, shard) -> None:
+        if self.ref_model is not None:  # each rank keeps its shard; it computes as the policy
+            self.ref_model = shard(self.ref_model)
+
     def prepare(self, model, workdir: pathlib.Path, resuming: bool) -> None:
         if not self.loss_fn.needs_reference:
             return
         if self.ref_model is not None or self.disable_adapters:
-            if self.ref_model is not None:
-                self.ref_model.to(self.dist.device)
             return
         self.key = self._cache_key()
         path = workdir / CACHE_FILE

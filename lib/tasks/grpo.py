@@ -150,6 +150,10 @@ class GRPOTask(Task):
         # Kept until prepare(): generation needs an unsharded model if the policy is sharded.
         self.sampler_copy = copy.deepcopy(model).requires_grad_(False)
 
+    def on_model_sharded(self, shard) -> None:
+        if self.ref_model is not None:  # each rank keeps its shard; it computes as the policy
+            self.ref_model = shard(self.ref_model)
+
     def prepare(self, model, workdir, resuming) -> None:
         from lib.parallel import is_sharded
 
@@ -159,8 +163,6 @@ class GRPOTask(Task):
         else:
             self.sampler = Sampler(None)
         self.sampler_copy = None
-        if self.ref_model is not None:
-            self.ref_model.to(device)
 
     def checkpointable(self, step: int) -> bool:
         return step % self.cfg.num_passes == 0

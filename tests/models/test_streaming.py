@@ -45,11 +45,13 @@ def _probe(out, args, nproc):
 
 
 def _case(name, tmp_path, sft_run):
-    if name == "hf_checkpoint":
+    if name in ("hf_checkpoint", "qwen2_hf_checkpoint_tied"):
         from tests.models.test_hf_roundtrip import _make
 
-        _make("llama-base", tmp_path / "hf")
-        return ["--gin_file=gin/experiments/llama3_2_1b_sft.gin",
+        qwen2 = name.startswith("qwen2")
+        _make("qwen2-causal-tied" if qwen2 else "llama-base", tmp_path / "hf")
+        experiment = "qwen2_5_0_5b" if qwen2 else "llama3_2_1b"
+        return [f"--gin_file=gin/experiments/{experiment}_sft.gin",
                 f"--gin_bindings=hf_checkpoint_dir='{tmp_path / 'hf'}'",
                 f"--gin_bindings=train_files=['{DEMO / 'train.jsonl'}']",
                 f"--gin_bindings=eval_files=['{DEMO / 'eval.jsonl'}']",
@@ -76,7 +78,8 @@ def _case(name, tmp_path, sft_run):
 
 @pytest.mark.slow
 @pytest.mark.distributed
-@pytest.mark.parametrize("name", ["hf_checkpoint", "hf_base_with_a_fresh_reward_head",
+@pytest.mark.parametrize("name", ["hf_checkpoint", "qwen2_hf_checkpoint_tied",
+                                  "hf_base_with_a_fresh_reward_head",
                                   "init_from_with_a_fresh_head", "lora_from_init_from", "random"])
 def test_two_ranks_stream_the_weights_one_process_loads(name, tmp_path, sft_run):
     args = _case(name, tmp_path, sft_run)

@@ -82,6 +82,27 @@ def test_cached_and_on_the_fly_references_give_the_same_losses(cached_run, tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.distributed
+def test_a_frozen_copy_is_sharded_like_the_policy_and_computes_as_it_does(cached_run, tmp_path):
+    # Two ranks: the copy, sharded as the policy is, gives the cached losses.
+    two = run_launcher([*SMOKE, "--gin_bindings=dpo_task.reference='frozen_copy'",
+                        f"--workdir={tmp_path / 'two'}"], torchrun_nproc=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    cached, fly = _train_records(cached_run[0]), _train_records(tmp_path / "two")
+    assert [r["train/loss"] for r in fly] == pytest.approx(
+        [r["train/loss"] for r in cached], abs=1e-5)
+    # bf16: the copy computes in the policy's precision (not fp32 beside a bf16 policy), so
+    # before any update policy and reference agree exactly.
+    bf16 = run_launcher([*SMOKE, "--gin_bindings=dpo_task.reference='frozen_copy'",
+                         "--gin_bindings=fsdp.param_dtype='bfloat16'",
+                         "--gin_bindings=Trainer.num_steps=2",
+                         f"--workdir={tmp_path / 'bf16'}"], torchrun_nproc=2)
+    assert bf16.returncode == 0, bf16.stderr[-3000:]
+    first = _train_records(tmp_path / "bf16")[0]
+    assert first["train/margin"] == 0.0 and first["train/loss"] == pytest.approx(LN2, abs=1e-7)
+
+
+@pytest.mark.slow
 def test_a_resume_never_recomputes_the_reference(cached_run, tmp_path):
     workdir, _ = cached_run
     resumed = tmp_path / "resumed"

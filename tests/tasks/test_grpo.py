@@ -335,11 +335,13 @@ def test_with_two_passes_a_stop_waits_for_the_rollouts_last_pass_and_resumes_exa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("overlay, mode", [([], "frozen_copy"),
-                                           (["--gin_file=gin/overlays/lora.gin"], "adapters off")])
-def test_a_kl_penalty_measures_kl_to_the_initial_policy(tmp_path, overlay, mode):
+@pytest.mark.parametrize("overlay, mode, nproc", [
+    ([], "frozen_copy", None), ([], "frozen_copy", 2),
+    (["--gin_file=gin/overlays/lora.gin"], "adapters off", None)])
+def test_a_kl_penalty_measures_kl_to_the_initial_policy(tmp_path, overlay, mode, nproc):
     """At step 1 the policy is the reference (KL 0); after updates KL is positive. The
-    reference is a frozen copy, or under LoRA the policy with its adapters off."""
+    reference is a frozen copy (on 2 ranks sharded as the policy is), or under LoRA the policy
+    with its adapters off."""
     proc = run_launcher([*GRPO, *overlay, "--gin_file=gin/debug/smoke.gin",
                          "--gin_bindings=Trainer.log_every=1", "--gin_bindings=lr=3e-3",
                          "--gin_bindings=grpo_task.kl_coef=0.05",
@@ -347,7 +349,8 @@ def test_a_kl_penalty_measures_kl_to_the_initial_policy(tmp_path, overlay, mode)
                          "--gin_bindings=grpo_task.reward_fns=[@math_verify_reward(), "
                          "@length_penalty()]", "--gin_bindings=length_penalty.max_tokens=8",
                          "--gin_bindings=length_penalty.buffer_tokens=6",
-                         "--gin_bindings=RunLogger.use_wandb=False", f"--workdir={tmp_path}"])
+                         "--gin_bindings=RunLogger.use_wandb=False", f"--workdir={tmp_path}"],
+                        torchrun_nproc=nproc)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     kl = [r["train/kl"] for r in records if "train/kl" in r]
