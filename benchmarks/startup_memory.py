@@ -2,11 +2,13 @@
 
     python -m benchmarks.startup_memory                # about 2.5 minutes on 2 CPU cores
     python -m benchmarks.startup_memory --task=reward  # a fresh reward head on the base
+    python -m benchmarks.startup_memory --task=dpo     # DPO with a frozen reference copy
 
 Writes a Llama 3-shaped Hugging Face checkpoint (fp32 safetensors, made with transformers,
 random weights) into a temporary folder and starts a run of the shipped Llama 3.2 1B
 experiment config of --task on it (SFT: every weight from the checkpoint; reward: the
-checkpoint's base and a freshly initialized reward head), with one process and with two ranks under
+checkpoint's base and a freshly initialized reward head; DPO: the policy and a frozen reference
+copy, `dpo_task.reference='frozen_copy'`), with one process and with two ranks under
 launchers.torchrun (gloo), one training step each. Each rank's resident memory before the
 model was built and its peak at the start of training come from the run's summary.json
 (`startup/rss_before_model_gb_by_rank`, `startup/peak_rss_gb_by_rank`). The figure compared is
@@ -24,7 +26,7 @@ from absl import app, flags
 
 flags.DEFINE_integer("hidden", 1024, "hidden size of the generated checkpoint")
 flags.DEFINE_integer("layers", 6, "layers of the generated checkpoint")
-flags.DEFINE_enum("task", "sft", ["sft", "reward"], "the experiment config to start")
+flags.DEFINE_enum("task", "sft", ["sft", "reward", "dpo"], "the experiment config to start")
 FLAGS = flags.FLAGS
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -60,6 +62,8 @@ def run(nproc: int, checkpoint: pathlib.Path, tmp: pathlib.Path) -> dict:
     data = (["--gin_bindings=build_sft_data.columns={'completion': 'chosen'}",
              "--gin_bindings=build_sft_data.max_length=64"] if FLAGS.task == "sft" else
             ["--gin_bindings=build_preference_data.max_length=64"])
+    if FLAGS.task == "dpo":
+        data.append("--gin_bindings=dpo_task.reference='frozen_copy'")
     args = [f"--gin_file=gin/experiments/llama3_2_1b_{FLAGS.task}.gin",
             f"--gin_bindings=hf_checkpoint_dir='{checkpoint}'",
             f"--gin_bindings=train_files=['{DEMO / 'train.jsonl'}']",

@@ -72,11 +72,16 @@ class Sampler:
         if self.copy is None:
             self.model = model
             return
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions,
-                                                             get_model_state_dict)
+        from torch.distributed.tensor import DTensor
 
-        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
-        self.copy.load_state_dict(full)
+        # One tensor gathered at a time, straight into the copy: never a second full copy.
+        mine, theirs = self.copy.state_dict(), model.state_dict()
+        if mine.keys() != theirs.keys():
+            differ = sorted(mine.keys() ^ theirs.keys())[:5]
+            raise RuntimeError(f"the generation copy's weights differ from the policy's: {differ}")
+        with torch.no_grad():
+            for name, value in theirs.items():
+                mine[name].copy_(value.full_tensor() if isinstance(value, DTensor) else value)
         self.model = self.copy
 
     @torch.no_grad()

@@ -23,6 +23,7 @@ from lib.config.values import Ref
 from lib.data.batching import batch_problems
 from lib.faults import crash_point
 from lib.models import fresh, lora, streaming
+from lib.models.copies import ModelCopies
 from lib.reporting import RunLogger, format_progress
 from lib.tasks import Task
 
@@ -142,8 +143,8 @@ class Trainer:
                    eval_batch_size, pack)
 
         # Several ranks build on the meta device and receive their shards of the initial
-        # weights from rank 0 (lib/models/streaming.py), unless the task needs the full model.
-        self.streamed = dist_info.world_size > 1 and not task.needs_full_initial_model
+        # weights from rank 0 (lib/models/streaming.py).
+        self.streamed = dist_info.world_size > 1
         self.rank_0_full_model = not self.streamed  # (every rank's, when not streamed)
         self._rss_before_model = _rss_gb()
         head = task.model_head
@@ -193,7 +194,14 @@ class Trainer:
                 self._adapted(model, checkpointer)
             task.on_model_built(model)
             self.model = shard_fn(model, dist_info)
-        task.on_model_sharded(lambda module: shard_fn(module, dist_info))
+
+        def template():  # the model's architecture on the meta device, for the task's copies
+            with torch.device("meta"):
+                built = model_fn(head=head)
+                return built if adapter_fn is None else adapter_fn(built, head=head)
+
+        task.on_model_sharded(self.model, ModelCopies(
+            self.model, template, lambda module: shard_fn(module, dist_info), dist_info.device))
         self.sharded = parallel.is_sharded(self.model)
         self.optimizer = optimizer_fn(self.model)
         self.lr_schedule = lr_schedule_fn(self.optimizer, num_steps)

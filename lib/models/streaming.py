@@ -13,9 +13,8 @@ full model. The weights equal the single-process path's bit for bit (tested), an
 
 A task that needs a digest of the initial weights (DPO's cached reference) gets it from rank 0,
 computed as the weights pass (`Task.on_weights_streamed`); so does LoRA's digest of the frozen
-base. LoRA adapters are added on the meta device too. Not used, and every rank builds the full
-model as in one process, with a task that needs the full initial model (DPO's frozen copy,
-GRPO's generation copy): `Task.needs_full_initial_model`.
+base. LoRA adapters are added on the meta device too. Copies a task keeps (a frozen reference,
+GRPO's generation copy) are made afterwards from a meta template (lib/models/copies.py).
 """
 
 import collections

@@ -8,7 +8,7 @@ sharding. A task owns the rest, and the Trainer reaches it only through `Task`:
     model_head                                  "lm" or "reward": what the model builder attaches
     on_model_built(model)                       the initial weights, before sharding
     on_weights_streamed(digest)                 instead, when ranks streamed their shards
-    on_model_sharded(shard)                     shard(module) wraps a module as the model was
+    on_model_sharded(model, copies)             the sharded model; copies of it it may keep
     prepare(model, workdir, resuming)           after sharding, before a checkpoint is restored
     step_batches()                              step -> this rank's collated micro-batches
     rollout(model, micro_batches)               a step's batches made with the model (GRPO)
@@ -50,9 +50,6 @@ class Task:
     progress: Sequence[tuple] = ()
     # The eval metric names (without the "eval/" prefix) a best-checkpoint rule may name.
     eval_metric_names: Sequence[str] = ()
-    # Whether on_model_built needs the full initial weights on every rank (a digest of them, a
-    # copy): then no rank streams its shards (lib/models/streaming.py).
-    needs_full_initial_model = False
     # Whether a task that streams wants lib.initialization.state_digest of the initial weights
     # (on_weights_streamed), which on_model_built would otherwise compute from the full model.
     wants_weights_digest = False
@@ -77,16 +74,17 @@ class Task:
         return self.data.stats()
 
     def on_model_built(self, model) -> None:
-        """Sees the full initial model on every rank (init_from applied), before sharding."""
+        """Sees the full initial model (init_from applied), before sharding, in one process;
+        several ranks stream their shards instead (on_weights_streamed)."""
 
     def on_weights_streamed(self, digest) -> None:
         """Instead of on_model_built when the ranks streamed their shards: the initial weights'
         digest if wants_weights_digest, else None."""
 
-    def on_model_sharded(self, shard) -> None:
-        """After the model is sharded: `shard(module)` shards another module the same way
-        (FSDP2 over the ranks, the same precision and options), e.g. a frozen reference, which
-        then computes exactly as the initial model does and costs each rank its shard only."""
+    def on_model_sharded(self, model, copies) -> None:
+        """After the model is sharded (or left unwrapped), before any update: `copies`
+        (lib.models.copies.ModelCopies) makes what the task keeps beside it, e.g. a frozen
+        reference sharded as the model is (`copies.frozen()`)."""
 
     def prepare(self, model, workdir: pathlib.Path, resuming: bool) -> None:
         """Called once the model is built and sharded, before any checkpoint is restored."""

@@ -7,9 +7,10 @@ reference log-probabilities are computed once, before training, split over the r
 stored in `<workdir>/reference_logps.safetensors` under a key that digests the initial weights,
 the tokenizer, the encoded data (so max_length too) and the loss's length averaging. A resume
 reads that file and refuses to go on if it is missing or its key differs: the reference is
-never recomputed from trained weights. `reference="frozen_copy"` keeps an unsharded copy of the
-initial model and computes the reference on the fly instead (same losses, more memory); with
-LoRA adapters it runs the policy with its adapters disabled instead, with no copy.
+never recomputed from trained weights. `reference="frozen_copy"` keeps a copy of the initial
+model, sharded and wrapped as the policy is (lib/models/copies.py), and computes the reference
+on the fly instead (same losses, one more shard of the weights per rank); with LoRA adapters it
+runs the policy with its adapters disabled instead, with no copy.
 
 Metrics use the reward task's names for the implicit rewards beta * log-ratio (`accuracy`,
 `tie_rate`, `margin`, `reward_chosen`, `reward_rejected`, `reward_std`) plus `logps_chosen` and
@@ -17,7 +18,6 @@ Metrics use the reward task's names for the implicit rewards beta * log-ratio (`
 column. Pair margins in the data are not used.
 """
 
-import copy
 import functools
 import hashlib
 import json
@@ -69,12 +69,12 @@ class DPOTask(Task):
         self.disable_adapters = False
 
     @property
-    def needs_full_initial_model(self) -> bool:
-        return self.loss_fn.needs_reference and self.reference == "frozen_copy"
+    def wants_weights_digest(self) -> bool:
+        return self._cached_reference  # its key
 
     @property
-    def wants_weights_digest(self) -> bool:
-        return self.loss_fn.needs_reference  # the cached reference's key
+    def _cached_reference(self) -> bool:
+        return self.loss_fn.needs_reference and self.reference == "cached"
 
     def on_weights_streamed(self, digest) -> None:
         self.weights_digest = digest
@@ -96,18 +96,15 @@ class DPOTask(Task):
     # -- the reference ------------------------------------------------------------------------
 
     def on_model_built(self, model) -> None:
-        if not self.loss_fn.needs_reference:
-            return
-        self.weights_digest = state_digest(model.state_dict())
-        if self.reference == "frozen_copy":
+        if self._cached_reference:
+            self.weights_digest = state_digest(model.state_dict())
+
+    def on_model_sharded(self, model, copies) -> None:
+        if self.loss_fn.needs_reference and self.reference == "frozen_copy":
             if is_adapted(model):  # the base is the adapters-off model: no copy needed
                 self.disable_adapters = True
-            else:
-                self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-
-    def on_model_sharded(self, shard) -> None:
-        if self.ref_model is not None:  # each rank keeps its shard; it computes as the policy
-            self.ref_model = shard(self.ref_model)
+            else:  # sharded as the policy: each rank keeps its shard, computing as the policy
+                self.ref_model = copies.frozen()
 
     def prepare(self, model, workdir: pathlib.Path, resuming: bool) -> None:
         if not self.loss_fn.needs_reference:

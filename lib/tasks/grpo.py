@@ -32,7 +32,6 @@ every verifiable function, `reward` and `rewards/<name>` of those completions, a
 completions with their rewards (console and the W&B table eval/samples).
 """
 
-import copy
 import dataclasses
 import time
 from typing import Callable, List, Sequence
@@ -96,7 +95,6 @@ class Settings:
 
 class GRPOTask(Task):
     model_head = "lm"
-    needs_full_initial_model = True  # the generation copy, and the reference's
     eval_metric_names = ("pass_at_1", "reward")
     progress = (("reward", "reward", ".3f"), ("len", "completion_length", ".1f"))
 
@@ -105,7 +103,7 @@ class GRPOTask(Task):
         self.sum_names = (BASE_SUMS + tuple(f"rewards/{f.name}" for f in self.reward_fns)
                           + tuple(f"rewards_sq/{f.name}" for f in self.reward_fns))
         self.eval_metric_names += tuple(f"rewards/{f.name}" for f in self.reward_fns)
-        self.ref_model = self.sampler_copy = self.sampler = None
+        self.ref_model = self.sampler = None
         self.disable_adapters = False
         self._cached = (None, None)  # (rollout step, its micro-batches)
         self._longest = 0  # the longest completion since the last report
@@ -141,28 +139,17 @@ class GRPOTask(Task):
 
     # -- models -------------------------------------------------------------------------------
 
-    def on_model_built(self, model) -> None:
+    def on_model_sharded(self, model, copies) -> None:
+        from lib.parallel import is_sharded
+
         if self.cfg.kl_coef:
             if is_adapted(model):  # the reference is the adapters-off model: no copy
                 self.disable_adapters = True
-            else:
-                self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-        # Kept until prepare(): generation needs an unsharded model if the policy is sharded.
-        self.sampler_copy = copy.deepcopy(model).requires_grad_(False)
-
-    def on_model_sharded(self, shard) -> None:
-        if self.ref_model is not None:  # each rank keeps its shard; it computes as the policy
-            self.ref_model = shard(self.ref_model)
-
-    def prepare(self, model, workdir, resuming) -> None:
-        from lib.parallel import is_sharded
-
-        device = self.dist.device
-        if is_sharded(model):
-            self.sampler = Sampler(self.sampler_copy.to(device))
-        else:
-            self.sampler = Sampler(None)
-        self.sampler_copy = None
+            else:  # sharded as the policy: each rank keeps its shard, computing as the policy
+                self.ref_model = copies.frozen()
+        # Generation needs an unsharded model: a sharded policy gathers its weights into a
+        # copy before each rollout (Sampler.sync).
+        self.sampler = Sampler(copies.unsharded() if is_sharded(model) else None)
 
     def checkpointable(self, step: int) -> bool:
         return step % self.cfg.num_passes == 0

@@ -101,11 +101,13 @@ def test_two_ranks_train_and_evaluate_like_one(straight, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     shards = sorted(p.name for p in (workdir / "checkpoints" / "step_4").glob("*.distcp"))
     assert shards == ["__0_0.distcp", "__1_0.distcp"]
-    # SFT and DPO stream their shards from rank 0; LoRA and GRPO's generation copy need the
-    # full model on every rank (lib/models/streaming.py). DPO's cached reference is keyed by
-    # the digest of the initial weights, which rank 0 computes as they stream: the same key.
+    # Every task streams its shards from rank 0 (lib/models/streaming.py); the copies a task
+    # keeps are made from a meta template (lib/models/copies.py). These models are from
+    # scratch, so rank 0 draws them whole, as one process does. DPO's cached reference is
+    # keyed by the digest of the initial weights, which rank 0 computes as they stream: the
+    # same key.
     summary = json.loads((workdir / "summary.json").read_text())
-    assert summary["startup/streamed_weights"] == (task in ("sft", "dpo"))
+    assert summary["startup/streamed_weights"] and summary["startup/rank_0_built_full_model"]
     assert len(summary["startup/peak_rss_gb_by_rank"]) == 2
     straight = json.loads((want / "summary.json").read_text())
     assert summary.get("reference/key") == straight.get("reference/key")
