@@ -148,6 +148,11 @@ class Trainer:
         self.rank_0_full_model = not self.streamed  # (every rank's, when not streamed)
         self._rss_before_model = _rss_gb()
         head = task.model_head
+
+        def build():  # the model with its adapters (drawn after the base), on the current device
+            built = model_fn(head=head)
+            return built if adapter_fn is None else adapter_fn(built, head=head)
+
         torch.manual_seed(seed)  # the same initial weights on every rank, before sharding
         with torch.device("meta" if self.streamed else "cpu"):
             model = model_fn(head=head)
@@ -167,10 +172,6 @@ class Trainer:
                 digests["frozen"] = {k for k, p in model.named_parameters()
                                      if not p.requires_grad}
                 self._adapted(model, checkpointer)
-
-            def build():  # one process's model from scratch (adapters drawn after the base)
-                built = model_fn(head=head)
-                return built if adapter_fn is None else adapter_fn(built, head=head)
 
             templates = fresh.templates(model, model.state_dict())  # meta: free
             self.model = shard_fn(model, dist_info)
@@ -197,8 +198,7 @@ class Trainer:
 
         def template():  # the model's architecture on the meta device, for the task's copies
             with torch.device("meta"):
-                built = model_fn(head=head)
-                return built if adapter_fn is None else adapter_fn(built, head=head)
+                return build()
 
         task.on_model_sharded(self.model, ModelCopies(
             self.model, template, lambda module: shard_fn(module, dist_info), dist_info.device))

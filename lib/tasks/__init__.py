@@ -6,7 +6,7 @@ sharding. A task owns the rest, and the Trainer reaches it only through `Task`:
 
     setup(tokenizer, dist_info, seed, batch sizes, pack)   read its data, build the schedule
     model_head                                  "lm" or "reward": what the model builder attaches
-    on_model_built(model)                       the initial weights, before sharding
+    on_model_built(model)                       the initial weights, before sharding (1 process)
     on_weights_streamed(digest)                 instead, when ranks streamed their shards
     on_model_sharded(model, copies)             the sharded model; copies of it it may keep
     prepare(model, workdir, resuming)           after sharding, before a checkpoint is restored
