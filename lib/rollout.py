@@ -5,8 +5,9 @@ generator) and `generate(prompts, settings, generator)`. This implementation gen
 training process, batched, prompts left-padded, with a KV cache that exists only during the
 call (torchtune's `local_kv_cache` and its padding masks). Unsharded, it generates with the
 training model itself. Sharded with FSDP2 (more than one rank, or bf16), every rank gathers the
-full weights into its own unsharded copy in `sync` (a collective) and then generates for its own
-prompts with no collective, so ranks may stop at different lengths. A vLLM engine for GPU
+full weights into its own unsharded copy in `sync` (a collective, one tensor at a time; the copy
+holds them in the precision the policy computes in) and then generates for its own prompts with
+no collective, so ranks may stop at different lengths. A vLLM engine for GPU
 rollouts would implement the same two calls (weights pushed in `sync`); it is not built here.
 """
 

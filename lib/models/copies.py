@@ -8,8 +8,10 @@ initial weights (lib/models/streaming.py) whatever the task:
   precision and options). Each rank copies its own shards from the model's, so the copy computes
   exactly what the initial model computes (in bf16 too) at the cost of one more shard per rank.
   Call it before any update.
-- `unsharded()`: the model's architecture, unsharded on this rank's device, values undefined:
-  for a copy whose values are filled later (GRPO's generation copy, `Sampler.sync`).
+- `unsharded(dtype)`: the model's architecture, unsharded on this rank's device, its parameters
+  in `dtype` (the precision the model computes in: bf16 under bf16 mixed precision, buffers such
+  as RoPE caches kept as built, as FSDP2 keeps them), values undefined: for a copy whose values
+  are filled later (GRPO's generation copy, `Sampler.sync`).
 """
 
 from typing import Callable
@@ -47,5 +49,9 @@ class ModelCopies:
                 tensor.copy_(source[name])
         return copy.eval().requires_grad_(False)
 
-    def unsharded(self) -> nn.Module:
-        return _allocate(self._template(), self._device).requires_grad_(False)
+    def unsharded(self, dtype: torch.dtype = torch.float32) -> nn.Module:
+        copy = _allocate(self._template(), self._device)
+        for param in copy.parameters():
+            if param.dtype != dtype:
+                param.data = torch.empty_like(param, dtype=dtype)
+        return copy.requires_grad_(False)

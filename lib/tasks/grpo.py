@@ -148,8 +148,9 @@ class GRPOTask(Task):
             else:  # sharded as the policy: each rank keeps its shard, computing as the policy
                 self.ref_model = copies.frozen()
         # Generation needs an unsharded model: a sharded policy gathers its weights into a
-        # copy before each rollout (Sampler.sync).
-        self.sampler = Sampler(copies.unsharded() if is_sharded(model) else None)
+        # copy before each rollout (Sampler.sync), held in the precision the policy computes in.
+        self.sampler = Sampler(copies.unsharded(model.compute_dtype) if is_sharded(model)
+                               else None)
 
     def checkpointable(self, step: int) -> bool:
         return step % self.cfg.num_passes == 0

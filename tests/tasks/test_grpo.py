@@ -337,11 +337,12 @@ def test_with_two_passes_a_stop_waits_for_the_rollouts_last_pass_and_resumes_exa
 @pytest.mark.slow
 @pytest.mark.parametrize("overlay, mode, nproc", [
     ([], "frozen_copy", None), ([], "frozen_copy", 2),
+    (["--gin_bindings=fsdp.param_dtype='bfloat16'"], "frozen_copy", None),
     (["--gin_file=gin/overlays/lora.gin"], "adapters off", None)])
 def test_a_kl_penalty_measures_kl_to_the_initial_policy(tmp_path, overlay, mode, nproc):
     """At step 1 the policy is the reference (KL 0); after updates KL is positive. The
-    reference is a frozen copy (on 2 ranks sharded as the policy is), or under LoRA the policy
-    with its adapters off."""
+    reference is a frozen copy (sharded and in bf16 as the policy is: on 2 ranks, or in bf16,
+    where the generation copy is bf16 too), or under LoRA the policy with its adapters off."""
     proc = run_launcher([*GRPO, *overlay, "--gin_file=gin/debug/smoke.gin",
                          "--gin_bindings=Trainer.log_every=1", "--gin_bindings=lr=3e-3",
                          "--gin_bindings=grpo_task.kl_coef=0.05",
