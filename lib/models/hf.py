@@ -3,12 +3,12 @@
 The directory holds config.json and *.safetensors (one file or an index of shards), as
 `save_pretrained` writes them. The family comes from config.json's `model_type`. With a reward
 head, a `*ForSequenceClassification` checkpoint brings its `score.weight`, and a base or
-causal-LM checkpoint gets a fresh head (its LM head is not used; the Trainer draws it, see
-lib/models/fresh.py). With an LM head, the
-checkpoint's `lm_head.weight` is loaded, or the embedding is shared when config.json says
-`tie_word_embeddings`. Every other key must match exactly: there is no non-strict fallback.
-Built on the meta device (several ranks, lib/models/streaming.py), the model reads nothing: it
-carries `weight_source`, from which rank 0 reads the tensors a layer at a time.
+causal-LM checkpoint gets a fresh head (its LM head is not used; the Trainer draws the head,
+lib/models/fresh.py). With an LM head, the checkpoint's `lm_head.weight` is loaded, or the
+embedding is shared when config.json says `tie_word_embeddings`. Every other key must match
+exactly: there is no non-strict fallback. Built on the meta device (several ranks,
+lib/models/streaming.py), the model reads nothing: it carries `weight_source`, from which rank 0
+reads the tensors a layer at a time.
 """
 
 import json

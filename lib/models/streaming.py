@@ -115,9 +115,9 @@ def load_streamed(model, dist_info, build: Callable, seed: int, init_from: str =
     time from rank 0. Returns (the init_from facts for summary.json, as load_initial's;
     {key: lib.initialization.state_digest of the initial weights named by digests[key], all of
     them for None}, whether rank 0 built the full model from scratch), the same on every rank.
-    `base_names`: the weights init_from may give (the
-    model's before adapters were added); None: all. `templates`: lib.models.fresh.templates of
-    the unsharded model, for what no checkpoint gives."""
+    `base_names`: the weights init_from may give (the model's before adapters were added); None:
+    all. `templates`: lib.models.fresh.templates of the unsharded model, for what no checkpoint
+    gives."""
     import torch.distributed as dist
     from torch.distributed.tensor import DTensor, distribute_tensor
 

@@ -107,9 +107,7 @@ class DPOTask(Task):
                 self.ref_model = copies.frozen()
 
     def prepare(self, model, workdir: pathlib.Path, resuming: bool) -> None:
-        if not self.loss_fn.needs_reference:
-            return
-        if self.ref_model is not None or self.disable_adapters:
+        if not self._cached_reference:
             return
         self.key = self._cache_key()
         path = workdir / CACHE_FILE
