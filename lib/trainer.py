@@ -153,6 +153,10 @@ class Trainer:
             built = model_fn(head=head)
             return built if adapter_fn is None else adapter_fn(built, head=head)
 
+        def template():  # the same on the meta device (no memory, no random draws)
+            with torch.device("meta"):
+                return build()
+
         torch.manual_seed(seed)  # the same initial weights on every rank, before sharding
         with torch.device("meta" if self.streamed else "cpu"):
             model = model_fn(head=head)
@@ -173,10 +177,9 @@ class Trainer:
                                      if not p.requires_grad}
                 self._adapted(model, checkpointer)
 
-            templates = fresh.templates(model, model.state_dict())  # meta: free
             self.model = shard_fn(model, dist_info)
             info, got, self.rank_0_full_model = streaming.load_streamed(
-                self.model, dist_info, build, seed, init_from, digests, base_names, templates)
+                self.model, dist_info, build, seed, init_from, digests, base_names, template)
             self.init_info = {**info, **self.init_info}
             self.base_digest = got.get("frozen")
             task.on_weights_streamed(got.get("all"))
@@ -195,11 +198,6 @@ class Trainer:
                 self._adapted(model, checkpointer)
             task.on_model_built(model)
             self.model = shard_fn(model, dist_info)
-
-        def template():  # the model's architecture on the meta device, for the task's copies
-            with torch.device("meta"):
-                return build()
-
         task.on_model_sharded(self.model, ModelCopies(
             self.model, template, lambda module: shard_fn(module, dist_info), dist_info.device))
         self.sharded = parallel.is_sharded(self.model)

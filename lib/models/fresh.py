@@ -50,19 +50,12 @@ def owners(names: Iterable[str]) -> Dict[str, list]:
     return out
 
 
-def templates(model: nn.Module, names: Iterable[str]) -> Dict[str, nn.Module]:
-    """Copies of the modules owning `names`, taken before the model is sharded (on the meta
-    device they cost nothing)."""
-    return {owner: copy.deepcopy(model.get_submodule(owner)) for owner in owners(names)}
-
-
-def fresh_values(modules: Dict[str, nn.Module], names: Iterable[str], seed: int
-                 ) -> Dict[str, torch.Tensor]:
-    """{name: its fresh CPU tensor} for `names`; `modules` maps each owner's name to the module
-    (or a template of it, see `templates`). The global random state is left as it was."""
+def fresh_values(model: nn.Module, names: Iterable[str], seed: int) -> Dict[str, torch.Tensor]:
+    """{name: its fresh CPU tensor} for `names` of `model`, which may be a template of the model
+    on the meta device (it costs nothing). The global random state is left as it was."""
     out = {}
     for owner, wanted in owners(names).items():
-        module = copy.deepcopy(modules[owner])
+        module = copy.deepcopy(model.get_submodule(owner))
         init = _initializer(module)
         if any(t.is_meta for t in module.parameters()):
             module.to_empty(device="cpu")
@@ -79,7 +72,7 @@ def initialize(model: nn.Module, names: Iterable[str], seed: int) -> None:
     names = list(names)
     if not names:
         return
-    values = fresh_values({o: model.get_submodule(o) for o in owners(names)}, names, seed)
+    values = fresh_values(model, names, seed)
     state = model.state_dict()
     with torch.no_grad():
         for name, value in values.items():

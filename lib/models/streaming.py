@@ -75,16 +75,18 @@ class CheckpointSource:
 
 
 class FreshSource:
-    """Weights no checkpoint gives, drawn module by module (lib/models/fresh.py) from copies of
-    their modules taken on the meta device before sharding."""
+    """Weights no checkpoint gives, drawn module by module (lib/models/fresh.py) from a template
+    of the model on the meta device, built on first use."""
 
-    def __init__(self, templates, seed: int):
-        self._templates, self._seed = templates, seed
+    def __init__(self, template: Callable, seed: int):
+        self._template, self._seed, self._model = template, seed, None
 
     def read(self, names: List[str], like) -> Dict[str, torch.Tensor]:
         from lib.models.fresh import fresh_values
 
-        return fresh_values(self._templates, names, self._seed)
+        if self._model is None:
+            self._model = self._template()
+        return fresh_values(self._model, names, self._seed)
 
 
 class BuilderSource:
@@ -110,13 +112,14 @@ class BuilderSource:
 
 def load_streamed(model, dist_info, build: Callable, seed: int, init_from: str = "",
                   digests: Dict[str, Optional[Set[str]]] = None,
-                  base_names: Optional[Set[str]] = None, templates=None):
+                  base_names: Optional[Set[str]] = None,
+                  template: Optional[Callable] = None):
     """Fills a sharded model (allocated, values undefined) with its initial weights, a layer at a
     time from rank 0. Returns (the init_from facts for summary.json, as load_initial's;
     {key: lib.initialization.state_digest of the initial weights named by digests[key], all of
     them for None}, whether rank 0 built the full model from scratch), the same on every rank.
     `base_names`: the weights init_from may give (the model's before adapters were added); None:
-    all. `templates`: lib.models.fresh.templates of the unsharded model, for what no checkpoint
+    all. `template()`: the model (adapters included) on the meta device, for what no checkpoint
     gives."""
     import torch.distributed as dist
     from torch.distributed.tensor import DTensor, distribute_tensor
@@ -137,7 +140,7 @@ def load_streamed(model, dist_info, build: Callable, seed: int, init_from: str =
     files = getattr(model, "weight_source", None)
     # With a checkpoint, what it lacks is drawn module by module; with none, by the builder.
     builder = (BuilderSource(build, seed) if init is None and files is None else
-               FreshSource(templates, seed))
+               FreshSource(template, seed))
     digest, fresh = Digest(), []
     wanted = {key: (names, Digest()) for key, names in (digests or {}).items()}
     for group in layer_groups(state):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from lib.models.fresh import fresh_values, initialize, module_seed, templates
+from lib.models.fresh import fresh_values, initialize, module_seed
 from lib.models.llama import llama3_model
 from lib.models.lora import lora
 
@@ -25,10 +25,10 @@ def _model(layers, head="reward", device="cpu", adapters=False):
 
 def test_a_fresh_head_depends_on_the_seed_and_its_name_only():
     names = ["output.weight"]
-    small = fresh_values(templates(_model(1, device="meta"), names), names, seed=3)
-    large = fresh_values({"output": _model(4).output}, names, seed=3)
+    small = fresh_values(_model(1, device="meta"), names, seed=3)
+    large = fresh_values(_model(4), names, seed=3)
     assert torch.equal(small["output.weight"], large["output.weight"])
-    other = fresh_values({"output": _model(4).output}, names, seed=4)
+    other = fresh_values(_model(4), names, seed=4)
     assert not torch.equal(other["output.weight"], large["output.weight"])
     # The reward head's own initialization, N(0, 1/(d+1)), under the module's seed.
     torch.manual_seed(module_seed(3, "output"))
@@ -41,7 +41,7 @@ def test_lora_adapters_are_drawn_as_lora_draws_them_and_the_global_rng_is_untouc
     names = [n for n in model.state_dict() if ".lora_" in n]
     assert len(names) == 8
     state = torch.get_rng_state()
-    values = fresh_values(templates(model, names), names, seed=0)
+    values = fresh_values(model, names, seed=0)
     assert torch.equal(torch.get_rng_state(), state)
     for name in names:
         if ".lora_b." in name:
@@ -72,4 +72,4 @@ def test_a_module_with_no_initialization_of_its_own_is_named():
             self.gain = nn.Parameter(torch.ones(3))
 
     with pytest.raises(ValueError, match="Scale has no initialization of its own"):
-        fresh_values({"scale": Scale()}, ["scale.gain"], seed=0)
+        fresh_values(nn.ModuleDict({"scale": Scale()}), ["scale.gain"], seed=0)
