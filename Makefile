@@ -1,6 +1,7 @@
 # Setup is idempotent: the virtual environment in .venv is (re)built when setup.cfg,
 # pyproject.toml or constraints.txt change. If the python you run with already has torch (a GPU
-# user's CUDA build), the venv sees it and keeps it; otherwise the pinned CPU torch is installed.
+# user's CUDA build, also inside a conda env or another venv), the venv sees it and keeps it;
+# otherwise the pinned CPU torch is installed (launchers/make_venv.py).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -22,15 +23,10 @@ test-slurm: $(STAMP)
 
 setup: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml constraints.txt
-	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
-	  echo "setup: keeping the torch installed for $(PYTHON)"; \
-	  $(PYTHON) -m venv --system-site-packages $(VENV); \
-	  grep -v '^torch==' constraints.txt > $(VENV)/constraints.txt; \
-	else \
-	  $(PYTHON) -m venv $(VENV); \
-	  $(BIN)/pip install --disable-pip-version-check -q torch==2.13.0; \
-	  cp constraints.txt $(VENV)/constraints.txt; \
+$(STAMP): setup.cfg pyproject.toml constraints.txt launchers/make_venv.py
+	$(PYTHON) launchers/make_venv.py $(VENV)
+	@if grep -q '^torch==' $(VENV)/constraints.txt; then \
+	  $(BIN)/pip install --disable-pip-version-check -q -c $(VENV)/constraints.txt torch; \
 	fi
 	$(BIN)/pip install --disable-pip-version-check -q -c $(VENV)/constraints.txt -e '.[test]'
 	touch $(STAMP)

@@ -1,0 +1,94 @@
+"""Creates the project's virtual environment for the Python that runs this file (`make setup`).
+
+    python3 launchers/make_venv.py .venv
+
+If that Python imports torch (a GPU user's CUDA build), the environment is created on top of it
+and keeps that torch: the constraints it writes leave torch out, so pip installs none. Otherwise
+the environment is plain and its constraints keep the pinned CPU torch.
+
+`python -m venv --system-site-packages` alone sees only the base interpreter's packages. Made
+from a Python that is itself a virtual environment (where clusters and GPU images often keep
+their torch), it would not see that torch, and pip would install a second one from PyPI. So the
+new environment also gets a .pth file naming the site directories of the Python that runs this
+file; its own site-packages still come first on sys.path.
+
+Exits 2 with one `error:` line when that torch is older than setup.cfg's floor. Standard
+library only: it runs before any dependency is installed.
+"""
+
+import configparser
+import os
+import pathlib
+import re
+import site
+import sys
+import venv
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+PTH = "_gintune_base_env.pth"
+
+
+def torch_floor() -> str:
+    """The `torch>=X` of setup.cfg's install_requires."""
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    found = re.search(r"^torch>=([\d.]+)\s*$", cfg["options"]["install_requires"], re.M)
+    return found.group(1)
+
+
+def _release(version: str) -> tuple:
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:3])
+
+
+def base_site_dirs(torch_dir: str) -> list:
+    """This Python's site directories (and torch's own, wherever it came from), in order."""
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    dirs.append(torch_dir)
+    out = []
+    for d in dirs:
+        if os.path.isdir(d) and d not in out:
+            out.append(d)
+    return out
+
+
+def main(argv) -> int:
+    if len(argv) != 2:
+        print("usage: python3 launchers/make_venv.py VENV_DIR", file=sys.stderr)
+        return 2
+    target = pathlib.Path(argv[1]).resolve()
+    pinned = (REPO / "constraints.txt").read_text().splitlines(keepends=True)
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is None:
+        venv.EnvBuilder(with_pip=True).create(target)
+        (target / "constraints.txt").write_text("".join(pinned))
+        print(f"setup: {sys.executable} has no torch; installing the pinned CPU build")
+        return 0
+    floor = torch_floor()
+    if _release(torch.__version__) < _release(floor):
+        print(f"error: {sys.executable} has torch {torch.__version__}, older than the {floor} "
+              f"gintune needs (setup.cfg); upgrade it, or run make with "
+              f"PYTHON=<a python without torch> to get the pinned CPU build", file=sys.stderr)
+        return 2
+    torch_dir = str(pathlib.Path(torch.__file__).resolve().parent.parent)
+    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(target)
+    own = pathlib.Path(venv_site_packages(target))
+    (own / PTH).write_text("".join(f"{d}\n" for d in base_site_dirs(torch_dir)))
+    (target / "constraints.txt").write_text(
+        "".join(line for line in pinned if not line.startswith("torch==")))
+    print(f"setup: keeping torch {torch.__version__} from {torch_dir}")
+    return 0
+
+
+def venv_site_packages(target: pathlib.Path) -> str:
+    """The new environment's own site-packages (the layout `venv` makes on POSIX)."""
+    return str(target / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+               / "site-packages")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

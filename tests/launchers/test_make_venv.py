@@ -1,0 +1,55 @@
+"""launchers/make_venv.py (`make setup`): the environment keeps the torch of the Python that
+makes it, also when that Python is itself a virtual environment, as this suite's is."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import torch
+
+REPO = pathlib.Path(__file__).resolve().parent.parent.parent
+SCRIPT = str(REPO / "launchers" / "make_venv.py")
+
+
+def _python(target):
+    return str(target / "bin" / "python")
+
+
+def test_a_venv_made_from_a_venv_python_keeps_its_torch(tmp_path):
+    """This suite's python is a venv holding torch; `venv --system-site-packages` alone would
+    see only the base interpreter's packages, and pip would install a second torch."""
+    assert sys.prefix != sys.base_prefix  # the case under test: a venv's python
+    target = tmp_path / "v"
+    proc = subprocess.run([sys.executable, SCRIPT, str(target)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == (f"setup: keeping torch {torch.__version__} from "
+                                   f"{pathlib.Path(torch.__file__).resolve().parent.parent}")
+    constraints = (target / "constraints.txt").read_text().splitlines()
+    assert not [c for c in constraints if c.startswith("torch==")]
+    assert "torchtune==0.6.1" in constraints
+    seen = subprocess.run(
+        [_python(target), "-c", "import importlib.metadata, sys, torch; "
+         "print(torch.__file__); print(importlib.metadata.version('torch')); print(sys.prefix)"],
+        capture_output=True, text=True)
+    assert seen.stdout.splitlines() == [torch.__file__, torch.__version__,
+                                        str(target)], seen.stderr
+    # pip, offline, finds the requirement met: nothing to download
+    pip = subprocess.run([_python(target), "-m", "pip", "install", "--dry-run", "--no-index",
+                          "--no-deps", "--disable-pip-version-check", "torch>=2.6"],
+                         capture_output=True, text=True)
+    assert pip.returncode == 0 and "Requirement already satisfied: torch" in pip.stdout, (
+        pip.stdout + pip.stderr)
+
+
+def test_a_torch_older_than_the_floor_stops_setup_before_anything_is_made(tmp_path):
+    old = tmp_path / "old" / "torch"
+    old.mkdir(parents=True)
+    (old / "__init__.py").write_text("__version__ = '2.5.1+cu124'\n")
+    target = tmp_path / "v"
+    proc = subprocess.run([sys.executable, SCRIPT, str(target)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(old.parent)})
+    assert proc.returncode == 2 and not target.exists()
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"error: {sys.executable} has torch 2.5.1+cu124, older than the 2.6 "
+                           f"gintune needs (setup.cfg)"), line
