@@ -17,12 +17,14 @@ library only: it runs before any dependency is installed.
 """
 
 import configparser
+import importlib.metadata
 import os
 import pathlib
 import re
 import site
 import sys
 import venv
+import warnings
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PTH = "_gintune_base_env.pth"
@@ -60,7 +62,9 @@ def main(argv) -> int:
     target = pathlib.Path(argv[1]).resolve()
     pinned = (REPO / "constraints.txt").read_text().splitlines(keepends=True)
     try:
-        import torch
+        with warnings.catch_warnings():  # e.g. torch's "Failed to initialize NumPy"
+            warnings.simplefilter("ignore")
+            import torch
     except ImportError:
         torch = None
     if torch is None:
@@ -78,10 +82,25 @@ def main(argv) -> int:
     venv.EnvBuilder(system_site_packages=True, with_pip=True).create(target)
     own = pathlib.Path(venv_site_packages(target))
     (own / PTH).write_text("".join(f"{d}\n" for d in base_site_dirs(torch_dir)))
-    (target / "constraints.txt").write_text(
-        "".join(line for line in pinned if not line.startswith("torch==")))
+    (target / "constraints.txt").write_text("".join(kept_torch_constraints(pinned)))
     print(f"setup: keeping torch {torch.__version__} from {torch_dir}")
     return 0
+
+
+def _name(requirement: str) -> str:
+    """A requirement's or constraint's project name, normalized as PEP 503 does."""
+    return re.sub(r"[-_.]+", "-", re.split(r"[\s<>=!~;\[(]", requirement.strip(), 1)[0]).lower()
+
+
+def kept_torch_constraints(pinned: list) -> list:
+    """constraints.txt for an environment that keeps the installed torch: torch pinned to that
+    build, and no pin on what that torch itself requires (its sympy, triton, CUDA libraries),
+    whose versions stay as installed. Otherwise pip, to meet one of our pins, could replace the
+    user's torch by another release from PyPI (torch 2.6 requires sympy 1.13.1, we pin 1.14)."""
+    installed = importlib.metadata.version("torch")
+    needs = {_name(r) for r in importlib.metadata.requires("torch") or [] if "extra ==" not in r}
+    kept = [line for line in pinned if _name(line) not in needs | {"torch"}]
+    return kept + [f"torch=={installed}\n"]
 
 
 def venv_site_packages(target: pathlib.Path) -> str:

@@ -1,6 +1,7 @@
 """launchers/make_venv.py (`make setup`): the environment keeps the torch of the Python that
 makes it, also when that Python is itself a virtual environment, as this suite's is."""
 
+import importlib.metadata
 import os
 import pathlib
 import subprocess
@@ -25,9 +26,12 @@ def test_a_venv_made_from_a_venv_python_keeps_its_torch(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == (f"setup: keeping torch {torch.__version__} from "
                                    f"{pathlib.Path(torch.__file__).resolve().parent.parent}")
+    # torch pinned to the build in use; nothing pinned that this torch itself requires
     constraints = (target / "constraints.txt").read_text().splitlines()
-    assert not [c for c in constraints if c.startswith("torch==")]
+    assert [c for c in constraints if c.startswith("torch==")] == [
+        f"torch=={importlib.metadata.version('torch')}"]
     assert "torchtune==0.6.1" in constraints
+    assert not [c for c in constraints if c.lower().startswith(("sympy==", "networkx=="))]
     seen = subprocess.run(
         [_python(target), "-c", "import importlib.metadata, sys, torch; "
          "print(torch.__file__); print(importlib.metadata.version('torch')); print(sys.prefix)"],
