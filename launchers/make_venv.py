@@ -68,23 +68,32 @@ def main(argv) -> int:
     except ImportError:
         torch = None
     if torch is None:
-        venv.EnvBuilder(with_pip=True).create(target)
+        _builder(system_site_packages=False).create(target)
         (target / "constraints.txt").write_text("".join(pinned))
         print(f"setup: {sys.executable} has no torch; installing the pinned CPU build")
         return 0
     floor = torch_floor()
     if _release(torch.__version__) < _release(floor):
         print(f"error: {sys.executable} has torch {torch.__version__}, older than the {floor} "
-              f"gintune needs (setup.cfg); upgrade it, or run make with "
-              f"PYTHON=<a python without torch> to get the pinned CPU build", file=sys.stderr)
+              f"gintune needs (setup.cfg); install torch>={floor} for your CUDA there, or run "
+              f"make with PYTHON=<a python without torch> to get the pinned CPU build",
+              file=sys.stderr)
         return 2
     torch_dir = str(pathlib.Path(torch.__file__).resolve().parent.parent)
-    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(target)
+    _builder(system_site_packages=True).create(target)
     own = pathlib.Path(venv_site_packages(target))
     (own / PTH).write_text("".join(f"{d}\n" for d in base_site_dirs(torch_dir)))
     (target / "constraints.txt").write_text("".join(kept_torch_constraints(pinned)))
     print(f"setup: keeping torch {torch.__version__} from {torch_dir}")
     return 0
+
+
+def _builder(system_site_packages: bool) -> venv.EnvBuilder:
+    """As `python -m venv` makes one (symlinks on POSIX), but cleared first: a rerun of setup
+    starts from nothing, so no package of an earlier setup (another torch) shadows the kept one.
+    """
+    return venv.EnvBuilder(system_site_packages=system_site_packages, clear=True,
+                           symlinks=os.name != "nt", with_pip=True)
 
 
 def _name(requirement: str) -> str:

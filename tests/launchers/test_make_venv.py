@@ -40,20 +40,24 @@ def test_a_venv_made_from_a_venv_python_keeps_its_torch(tmp_path):
                                         str(target)], seen.stderr
     # pip, offline, finds the requirement met: nothing to download
     pip = subprocess.run([_python(target), "-m", "pip", "install", "--dry-run", "--no-index",
-                          "--no-deps", "--disable-pip-version-check", "torch>=2.6"],
+                          "--no-deps", "--disable-pip-version-check", "torch>=2.11"],
                          capture_output=True, text=True)
     assert pip.returncode == 0 and "Requirement already satisfied: torch" in pip.stdout, (
         pip.stdout + pip.stderr)
+    # setup again (make reruns it when setup.cfg changes): the environment starts from nothing
+    (pathlib.Path(seen.stdout.splitlines()[2]) / "stale.txt").write_text("from an earlier setup")
+    again = subprocess.run([sys.executable, SCRIPT, str(target)], capture_output=True, text=True)
+    assert again.returncode == 0 and not (target / "stale.txt").exists(), again.stderr
 
 
 def test_a_torch_older_than_the_floor_stops_setup_before_anything_is_made(tmp_path):
     old = tmp_path / "old" / "torch"
     old.mkdir(parents=True)
-    (old / "__init__.py").write_text("__version__ = '2.5.1+cu124'\n")
+    (old / "__init__.py").write_text("__version__ = '2.10.0+cu128'\n")
     target = tmp_path / "v"
     proc = subprocess.run([sys.executable, SCRIPT, str(target)], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(old.parent)})
     assert proc.returncode == 2 and not target.exists()
     (line,) = proc.stderr.splitlines()
-    assert line.startswith(f"error: {sys.executable} has torch 2.5.1+cu124, older than the 2.6 "
-                           f"gintune needs (setup.cfg)"), line
+    assert line.startswith(f"error: {sys.executable} has torch 2.10.0+cu128, older than the "
+                           f"2.11 gintune needs (setup.cfg)"), line
