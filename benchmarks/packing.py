@@ -29,7 +29,8 @@ import time
 from absl import app, flags
 
 from benchmarks import data
-from benchmarks.reward_throughput import handwritten_run, launcher_run, steady
+from benchmarks.launches import launcher_run, steady
+from benchmarks.reward_throughput import handwritten_run
 
 flags.DEFINE_list("tasks", "reward,sft", "tasks to measure: reward, sft")
 FLAGS = flags.FLAGS  # --steps and --warmup: benchmarks/reward_throughput.py's flags

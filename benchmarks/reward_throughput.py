@@ -1,7 +1,7 @@
 """Reward-model training throughput, three ways side by side in one run, with ratios.
 
     python -m benchmarks.reward_throughput              # about 20 minutes on 2 CPU cores
-    python -m benchmarks.reward_throughput --preset=gpu # a CUDA GPU: 1B-class, bf16, compiled
+    python -m benchmarks.reward_throughput --preset=gpu # a CUDA GPU: benchmarks/gpu_checks.py
 
 (a) our launcher (`python -m launchers.train`, gin/benchmarks/reward.gin), eager and with
     fsdp.compile_blocks=True;
@@ -17,7 +17,8 @@ step time, peak RSS, and for (a) the time from process start to the first optimi
 Then: MFU, the wall time of the config-only commands, throughput against sequence length and
 batch size, and checkpoint save time (sync and async) against the disk's sequential write speed.
 
-The GPU preset (gin/benchmarks/reward_gpu.gin) runs (a) only, compiled and eager, and reports
+The GPU preset (gin/benchmarks/reward_gpu.gin) runs (a) only: benchmarks/gpu_checks.py says
+what, in which order (bf16 and fp32, compiled and eager, packed, a preemption and resume), with
 MFU against the GPU's datasheet bf16 peak and against a bf16 matmul measured on it.
 """
 
@@ -34,6 +35,7 @@ import time
 from absl import app, flags
 
 from benchmarks import data, mfu
+from benchmarks.launches import PY, launcher_run, run_measured, steady
 
 flags.DEFINE_enum("preset", "cpu", ["cpu", "gpu"], "cpu: 4 layers, width 256, 64 to 256 "
                   "tokens; gpu: Llama 3.2 1B-shaped, 256 to 1,024 tokens, bf16, compiled")
@@ -45,70 +47,12 @@ flags.DEFINE_bool("scaling", True, "also measure sequence-length and batch-size 
 flags.DEFINE_bool("checkpoints", True, "also measure checkpoint save time")
 flags.DEFINE_float("peak_tflops", None, "the GPU preset's peak for MFU, where the device's "
                    "name is not in benchmarks/mfu.py's datasheet table")
+flags.DEFINE_float("budget_s", None, "--preset=gpu: start a check only while more time is "
+                   "left than the longest check so far took (benchmarks/gpu_checks.py)")
+flags.DEFINE_string("out", None, "--preset=gpu: also write the report here, after every check")
+flags.DEFINE_bool("rehearse", False, "--preset=gpu: run the GPU sequence on the CPU with the CPU "
+                  "preset's model, to check the sequence (its figures say nothing of a GPU)")
 FLAGS = flags.FLAGS
-
-REPO = pathlib.Path(__file__).resolve().parent.parent
-PY = sys.executable
-
-
-def run_measured(cmd, env=None):
-    """Runs cmd to completion; returns (stdout, stderr, returncode, peak RSS in MB, wall s).
-
-    The peak RSS is this child's own (os.wait4), not the running maximum over all children.
-    """
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=err,
-                                env={**os.environ, **(env or {})})
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return out.read(), err.read(), proc.returncode, usage.ru_maxrss / 1024, wall
-
-
-def steady(step_s, tokens, warmup):
-    s, t = step_s[warmup:], tokens[warmup:]
-    return {"tokens_per_s": sum(t) / sum(s), "step_ms_median": 1000 * statistics.median(s)}
-
-
-def launcher_run(workdir, files, steps, warmup, *bindings, gin_file="gin/benchmarks/reward.gin"):
-    cmd = [PY, "-m", "launchers.train", f"--gin_file={gin_file}",
-           f"--gin_bindings=train_files=['{files['train']}']",
-           f"--gin_bindings=eval_files=['{files['eval']}']",
-           f"--gin_bindings=Trainer.num_steps={steps}", f"--workdir={workdir}",
-           *(f"--gin_bindings={b}" for b in bindings)]
-    out, err, rc, peak, wall = run_measured(cmd, env={"WANDB_MODE": "offline"})
-    if rc != 0:
-        raise RuntimeError(f"launcher failed:\n{err[-3000:]}")
-    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    # One report per 10 steps: its token count, tokens/s and median step time.
-    windows = [r for r in records if "train/loss" in r and r["step"] - 10 >= warmup]
-    seconds = sum(r["train/tokens"] / r["train/tokens_per_s"] for r in windows)
-    summary = json.loads((workdir / "summary.json").read_text())
-    result = {"tokens_per_s": sum(r["train/tokens"] for r in windows) / seconds,
-              "step_ms_median": 1000 * statistics.median(r["train/step_s_median"]
-                                                          for r in windows),
-              "peak_rss_mb": peak, "first_step_s": summary["startup/first_step_s"],
-              "wall_s": wall, "flops_per_token": _flops_per_token(workdir, summary, windows)}
-    if "memory/peak_gpu_gb" in summary:
-        result["peak_gpu_gb"] = summary["memory/peak_gpu_gb"]
-    return result, records
-
-
-def _flops_per_token(workdir, summary, windows):
-    """Model training FLOPs per token of this run (benchmarks/mfu.py), from its saved config
-    and the mean non-pad length of the sequences it trained on."""
-    from lib.config.diff import resolved_values
-
-    values = resolved_values((workdir / "operative_config.gin").read_text())
-    model = {k.split(".")[1]: v for k, v in values.items()
-             if k.startswith("llama3_model.")}
-    sequences = 10 * len(windows) * 2 * values["Trainer.global_batch_size"]
-    seq_len = sum(r["train/tokens"] for r in windows) / sequences
-    non_embedding = summary["model/parameters"] - model["vocab_size"] * model["embed_dim"]
-    return mfu.flops_per_token(non_embedding, model["num_layers"], model["embed_dim"], seq_len)
 
 
 def handwritten_run(files, steps, warmup, compile_blocks=False, **shape):
@@ -251,43 +195,10 @@ def main(argv):
 
 
 def gpu_main(steps, warmup):
-    """The GPU preset: (a) compiled and eager on a 1B-class model, and MFU."""
-    import torch
+    from benchmarks import gpu_checks
 
-    if not torch.cuda.is_available():
-        print("--preset=gpu needs a CUDA GPU and none is visible; run without --preset for "
-              "the CPU figures", file=sys.stderr)
-        return 1
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix="gintune-bench-gpu-"))
-    files = {"train": data.make(tmp / "train", 2000, 256, 1024, seed=0),
-             "eval": data.make(tmp / "eval", 64, 256, 1024, seed=1)}
-    report = {"machine": _machine(), "steps": steps, "warmup": warmup}
-    gin_file = "gin/benchmarks/reward_gpu.gin"
-    report["a_launcher_compiled"], _ = launcher_run(tmp / "ac", files, steps, warmup,
-                                                    gin_file=gin_file)
-    report["a_launcher"], _ = launcher_run(tmp / "a", files, steps, warmup,
-                                           "fsdp.compile_blocks=False", gin_file=gin_file)
-    # Packing (off in the GPU configs until measured): its dense block mask on a GPU.
-    report["a_launcher_compiled_packed"], _ = launcher_run(
-        tmp / "acp", files, steps, warmup, "Trainer.pack=True", gin_file=gin_file)
-    name = torch.cuda.get_device_name()
-    peaks = {"datasheet_bf16_tflops": FLAGS.peak_tflops or mfu.datasheet_tflops(name),
-             "measured_bf16_matmul_tflops": mfu.measured_matmul_tflops(
-                 torch.device("cuda"), torch.bfloat16, size=8192)}
-    report["mfu"] = {**peaks, **{
-        f"{run} vs {peak}": report[run]["flops_per_token"] * report[run]["tokens_per_s"]
-        / (tflops * 1e12)
-        for run in ("a_launcher_compiled", "a_launcher", "a_launcher_compiled_packed")
-        for peak, tflops in peaks.items() if tflops}}
-    report["ratios"] = {"a compiled / a eager tokens_per_s":
-                        report["a_launcher_compiled"]["tokens_per_s"]
-                        / report["a_launcher"]["tokens_per_s"],
-                        "a compiled packed / a compiled padded tokens_per_s":
-                        report["a_launcher_compiled_packed"]["tokens_per_s"]
-                        / report["a_launcher_compiled"]["tokens_per_s"]}
-    print(json.dumps(report, indent=2))
-    shutil.rmtree(tmp, ignore_errors=True)  # each run's last checkpoint is about 12 GB
-    return 0
+    return gpu_checks.main(steps, warmup, FLAGS.budget_s, FLAGS.out, FLAGS.rehearse,
+                           FLAGS.peak_tflops)
 
 
 def _median(runs):
