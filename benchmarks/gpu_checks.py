@@ -72,9 +72,10 @@ class Checks:
     def run(self, name, fn):
         elapsed = time.perf_counter() - self.t0
         if self.budget_s is not None and self.budget_s - elapsed <= self.longest:
+            left = max(0.0, self.budget_s - elapsed)
             self.report["checks"][name] = {
-                "skipped": f"{self.budget_s - elapsed:.0f} s left of the {self.budget_s:.0f} s "
-                           f"budget; the longest check so far took {self.longest:.0f} s"}
+                "skipped": f"{left:.0f} s left of the {self.budget_s:.0f} s budget; the longest "
+                           f"check so far took {self.longest:.0f} s"}
         else:
             start = time.perf_counter()
             try:
