@@ -12,8 +12,9 @@ their torch), it would not see that torch, and pip would install a second one fr
 new environment also gets a .pth file naming the site directories of the Python that runs this
 file; its own site-packages still come first on sys.path.
 
-Exits 2 with one `error:` line when that torch is older than setup.cfg's floor. Standard
-library only: it runs before any dependency is installed.
+Exits 2 with one `error:` line, before anything is made, when the Python or its torch is
+older than setup.cfg's floor. Standard library only: it runs before any dependency is
+installed.
 """
 
 import configparser
@@ -30,12 +31,21 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 PTH = "_gintune_base_env.pth"
 
 
-def torch_floor() -> str:
-    """The `torch>=X` of setup.cfg's install_requires."""
+def _options():
     cfg = configparser.ConfigParser()
     cfg.read(REPO / "setup.cfg")
-    found = re.search(r"^torch>=([\d.]+)\s*$", cfg["options"]["install_requires"], re.M)
+    return cfg["options"]
+
+
+def torch_floor() -> str:
+    """The `torch>=X` of setup.cfg's install_requires."""
+    found = re.search(r"^torch>=([\d.]+)\s*$", _options()["install_requires"], re.M)
     return found.group(1)
+
+
+def python_floor() -> str:
+    """The `>=X` of setup.cfg's python_requires."""
+    return re.fullmatch(r">=([\d.]+)", _options()["python_requires"].strip()).group(1)
 
 
 def _release(version: str) -> tuple:
@@ -60,6 +70,11 @@ def main(argv) -> int:
         print("usage: python3 launchers/make_venv.py VENV_DIR", file=sys.stderr)
         return 2
     target = pathlib.Path(argv[1]).resolve()
+    if sys.version_info[:2] < _release(python_floor()):
+        print(f"error: {sys.executable} is Python {sys.version.split()[0]}; gintune needs "
+              f"{python_floor()} or newer (setup.cfg): run make with PYTHON=python3.11 or newer",
+              file=sys.stderr)
+        return 2
     pinned = (REPO / "constraints.txt").read_text().splitlines(keepends=True)
     try:
         with warnings.catch_warnings():  # e.g. torch's "Failed to initialize NumPy"

@@ -7,7 +7,10 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
 import torch
+
+from tests.config.test_python_versions import _interpreter
 
 REPO = pathlib.Path(__file__).resolve().parent.parent.parent
 SCRIPT = str(REPO / "launchers" / "make_venv.py")
@@ -61,3 +64,16 @@ def test_a_torch_older_than_the_floor_stops_setup_before_anything_is_made(tmp_pa
     (line,) = proc.stderr.splitlines()
     assert line.startswith(f"error: {sys.executable} has torch 2.10.0+cu128, older than the "
                            f"2.11 gintune needs (setup.cfg)"), line
+
+
+def test_a_python_older_than_the_floor_stops_setup_before_anything_is_made(tmp_path):
+    """pip would otherwise fail later on a pin with no release for it (numpy's, on 3.10)."""
+    old = _interpreter("3.10")
+    if old is None:
+        pytest.skip("no Python 3.10 on this machine")
+    target = tmp_path / "v"
+    proc = subprocess.run([old, SCRIPT, str(target)], capture_output=True, text=True)
+    assert proc.returncode == 2 and not target.exists()
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"error: {old} is Python 3.10.") and line.endswith(
+        "gintune needs 3.11 or newer (setup.cfg): run make with PYTHON=python3.11 or newer"), line
