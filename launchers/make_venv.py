@@ -3,8 +3,9 @@
     python3 launchers/make_venv.py .venv
 
 If that Python imports torch (a GPU user's CUDA build), the environment is created on top of it
-and keeps that torch: the constraints it writes leave torch out, so pip installs none. Otherwise
-the environment is plain and its constraints keep the pinned CPU torch.
+and keeps that torch: the constraints it writes pin torch to that build, so pip installs none.
+Otherwise the environment is plain and its constraints keep the pinned CPU torch. Either way
+the environment is made anew: nothing of an earlier setup remains.
 
 `python -m venv --system-site-packages` alone sees only the base interpreter's packages. Made
 from a Python that is itself a virtual environment (where clusters and GPU images often keep
@@ -13,8 +14,9 @@ new environment also gets a .pth file naming the site directories of the Python 
 file; its own site-packages still come first on sys.path.
 
 Exits 2 with one `error:` line, before anything is made, when the Python or its torch is
-older than setup.cfg's floor. Standard library only: it runs before any dependency is
-installed.
+older than setup.cfg's floor, or when the Python is the target environment's own (an activated
+.venv: remaking it would delete the interpreter and torch it runs). Standard library only:
+it runs before any dependency is installed.
 """
 
 import configparser
@@ -75,6 +77,10 @@ def main(argv) -> int:
               f"{python_floor()} or newer (setup.cfg): run make with PYTHON=python3.11 or newer",
               file=sys.stderr)
         return 2
+    if pathlib.Path(sys.prefix).resolve() == target:
+        print(f"error: {sys.executable} is the python of {target} itself (an activated venv?); "
+              f"run `deactivate` first, or make with PYTHON=<another python>", file=sys.stderr)
+        return 2
     pinned = (REPO / "constraints.txt").read_text().splitlines(keepends=True)
     try:
         with warnings.catch_warnings():  # e.g. torch's "Failed to initialize NumPy"
@@ -120,7 +126,8 @@ def kept_torch_constraints(pinned: list) -> list:
     """constraints.txt for an environment that keeps the installed torch: torch pinned to that
     build, and no pin on what that torch itself requires (its sympy, triton, CUDA libraries),
     whose versions stay as installed. Otherwise pip, to meet one of our pins, could replace the
-    user's torch by another release from PyPI (torch 2.6 requires sympy 1.13.1, we pin 1.14)."""
+    user's torch by another release from PyPI (seen with torch 2.6, which requires sympy 1.13.1
+    where we pin 1.14)."""
     installed = importlib.metadata.version("torch")
     needs = {_name(r) for r in importlib.metadata.requires("torch") or [] if "extra ==" not in r}
     kept = [line for line in pinned if _name(line) not in needs | {"torch"}]

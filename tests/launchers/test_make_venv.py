@@ -51,6 +51,12 @@ def test_a_venv_made_from_a_venv_python_keeps_its_torch(tmp_path):
     (pathlib.Path(seen.stdout.splitlines()[2]) / "stale.txt").write_text("from an earlier setup")
     again = subprocess.run([sys.executable, SCRIPT, str(target)], capture_output=True, text=True)
     assert again.returncode == 0 and not (target / "stale.txt").exists(), again.stderr
+    # run by the environment's own python (an activated .venv), it refuses and keeps it
+    itself = subprocess.run([_python(target), SCRIPT, str(target)], capture_output=True,
+                            text=True)
+    (line,) = itself.stderr.splitlines()
+    assert itself.returncode == 2 and line.startswith("error: ") and "itself" in line, line
+    assert (target / "constraints.txt").exists()
 
 
 def test_a_torch_older_than_the_floor_stops_setup_before_anything_is_made(tmp_path):
