@@ -10,10 +10,12 @@ import sys
 import pytest
 import torch
 
+from launchers import make_venv
 from tests.config.test_python_versions import _interpreter
 
 REPO = pathlib.Path(__file__).resolve().parent.parent.parent
 SCRIPT = str(REPO / "launchers" / "make_venv.py")
+FLOOR = make_venv.torch_floor()
 
 
 def _python(target):
@@ -43,7 +45,7 @@ def test_a_venv_made_from_a_venv_python_keeps_its_torch(tmp_path):
                                         str(target)], seen.stderr
     # pip, offline, finds the requirement met: nothing to download
     pip = subprocess.run([_python(target), "-m", "pip", "install", "--dry-run", "--no-index",
-                          "--no-deps", "--disable-pip-version-check", "torch>=2.11"],
+                          "--no-deps", "--disable-pip-version-check", f"torch>={FLOOR}"],
                          capture_output=True, text=True)
     assert pip.returncode == 0 and "Requirement already satisfied: torch" in pip.stdout, (
         pip.stdout + pip.stderr)
@@ -60,16 +62,18 @@ def test_a_venv_made_from_a_venv_python_keeps_its_torch(tmp_path):
 
 
 def test_a_torch_older_than_the_floor_stops_setup_before_anything_is_made(tmp_path):
+    major, minor = FLOOR.split(".")[:2]
+    below = f"{major}.{int(minor) - 1}.0+cu128"  # one minor release below, so 2.8 for 2.9
     old = tmp_path / "old" / "torch"
     old.mkdir(parents=True)
-    (old / "__init__.py").write_text("__version__ = '2.10.0+cu128'\n")
+    (old / "__init__.py").write_text(f"__version__ = {below!r}\n")
     target = tmp_path / "v"
     proc = subprocess.run([sys.executable, SCRIPT, str(target)], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(old.parent)})
     assert proc.returncode == 2 and not target.exists()
     (line,) = proc.stderr.splitlines()
-    assert line.startswith(f"error: {sys.executable} has torch 2.10.0+cu128, older than the "
-                           f"2.11 gintune needs (setup.cfg)"), line
+    assert line.startswith(f"error: {sys.executable} has torch {below}, older than the "
+                           f"{FLOOR} gintune needs (setup.cfg)"), line
 
 
 def test_a_python_older_than_the_floor_stops_setup_before_anything_is_made(tmp_path):
