@@ -32,6 +32,7 @@ import json
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 import time
 
@@ -184,9 +185,12 @@ def machine():
 def main(steps, warmup, budget_s=None, out=None, rehearse=False, peak_tflops=None):
     import torch
 
-    if not rehearse and not torch.cuda.is_available():
+    if rehearse:  # the launches it makes, too, must stay off any GPU there is
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif not torch.cuda.is_available():
         print("error: --preset=gpu needs a CUDA GPU and none is visible; run without --preset "
-              "for the CPU figures, or add --rehearse to try the sequence on the CPU")
+              "for the CPU figures, or add --rehearse to try the sequence on the CPU",
+              file=sys.stderr)
         return 1
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="gintune-gpu-checks-"))
     checks = Checks(tmp, steps, warmup, budget_s, out, rehearse)
