@@ -227,6 +227,6 @@ def main(steps, warmup, budget_s=None, out=None, rehearse=False, peak_tflops=Non
         checks.save()
         print(json.dumps(checks.report, indent=2))
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # each 1B run's checkpoint would be about 12 GB
+        shutil.rmtree(tmp, ignore_errors=True)  # a 1B run leaves its final checkpoint (~11 GiB)
     failed = [n for n, r in checks.report["checks"].items() if "failed" in r]
     return 1 if failed else 0
