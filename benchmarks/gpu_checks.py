@@ -37,7 +37,7 @@ import tempfile
 import time
 
 from benchmarks import data, mfu
-from benchmarks.launches import PY, launcher_run, run_measured
+from benchmarks.launches import launcher_cmd, launcher_run, run_measured
 
 GPU_GIN = "gin/benchmarks/reward_gpu.gin"
 CPU_GIN = "gin/benchmarks/reward.gin"
@@ -145,10 +145,7 @@ class Checks:
                 "peak_gpu_gb": summary.get("memory/peak_gpu_gb")}
 
     def _launch(self, workdir, files, bindings, expect=0, env=None):
-        cmd = [PY, "-m", "launchers.train", f"--gin_file={self.gin_file}",
-               f"--gin_bindings=train_files=['{files['train']}']",
-               f"--gin_bindings=eval_files=['{files['eval']}']", f"--workdir={workdir}",
-               *(f"--gin_bindings={b}" for b in bindings)]
+        cmd = launcher_cmd(workdir, files, *bindings, gin_file=self.gin_file)
         out, err, rc, _, wall = run_measured(cmd, env={"WANDB_MODE": "offline", **(env or {})})
         if rc != expect:
             raise LaunchFailed(f"exit {rc}, expected {expect}: {' '.join(cmd[1:])}\n"

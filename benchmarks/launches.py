@@ -38,12 +38,17 @@ def steady(step_s, tokens, warmup):
     return {"tokens_per_s": sum(t) / sum(s), "step_ms_median": 1000 * statistics.median(s)}
 
 
+def launcher_cmd(workdir, files, *bindings, gin_file="gin/benchmarks/reward.gin"):
+    """`python -m launchers.train` on a benchmark config with its data files set."""
+    return [PY, "-m", "launchers.train", f"--gin_file={gin_file}",
+            f"--gin_bindings=train_files=['{files['train']}']",
+            f"--gin_bindings=eval_files=['{files['eval']}']", f"--workdir={workdir}",
+            *(f"--gin_bindings={b}" for b in bindings)]
+
+
 def launcher_run(workdir, files, steps, warmup, *bindings, gin_file="gin/benchmarks/reward.gin"):
-    cmd = [PY, "-m", "launchers.train", f"--gin_file={gin_file}",
-           f"--gin_bindings=train_files=['{files['train']}']",
-           f"--gin_bindings=eval_files=['{files['eval']}']",
-           f"--gin_bindings=Trainer.num_steps={steps}", f"--workdir={workdir}",
-           *(f"--gin_bindings={b}" for b in bindings)]
+    cmd = launcher_cmd(workdir, files, f"Trainer.num_steps={steps}", *bindings,
+                       gin_file=gin_file)
     out, err, rc, peak, wall = run_measured(cmd, env={"WANDB_MODE": "offline"})
     if rc != 0:
         raise RuntimeError(f"launcher failed:\n{err[-3000:]}")
