@@ -24,6 +24,13 @@
 # id, is the same and the run resumes from its newest checkpoint; the log (%x-%j.out) is
 # appended to. Any other status ends the job with that status (2 config or data, 3 non-finite
 # loss, 74 disk, 1 a bug).
+#
+# srun runs without --kill-on-bad-exit: to srun, 75 is a bad exit, and on two nodes the first
+# torchrun to exit 75 would make srun kill the other (seen with SLURM 22.05: the job failed with
+# 143 and was not requeued). Instead --wait=60: once one node's torchrun has exited, the others
+# get 60 s to follow (after the collective checkpoint every node is only exiting), and a node
+# left waiting on a rank that died elsewhere is stopped then rather than at the collective's
+# timeout.
 #SBATCH --job-name=gintune
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=1
@@ -39,15 +46,18 @@ set -euo pipefail
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 WORKDIR=${WORKDIR:-runs/${SLURM_JOB_NAME}-${SLURM_JOB_ID}}
 HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+# The rendezvous port on the first node, from the job id: two jobs that share a node (each on
+# part of its GPUs) would otherwise both use 29500, and the second would join the first's store.
+RDZV_PORT=${RDZV_PORT:-$((20000 + SLURM_JOB_ID % 10000))}
 cd "${SLURM_SUBMIT_DIR:-.}"
 PYTHON=${PYTHON:-.venv/bin/python}
 
 MAX_REQUEUES=${MAX_REQUEUES:-20}
 
 status=0
-srun --kill-on-bad-exit=1 "$PYTHON" -m launchers.torchrun \
+srun --kill-on-bad-exit=0 --wait=60 "$PYTHON" -m launchers.torchrun \
   --nnodes="$SLURM_NNODES" --nproc_per_node="$GPUS_PER_NODE" --shutdown_timeout=110 \
-  --rdzv_backend=c10d --rdzv_endpoint="$HEAD_NODE:29500" --rdzv_id="$SLURM_JOB_ID" \
+  --rdzv_backend=c10d --rdzv_endpoint="$HEAD_NODE:$RDZV_PORT" --rdzv_id="$SLURM_JOB_ID" \
   -m launchers.train --workdir="$WORKDIR" "$@" || status=$?
 
 if [ "$status" -eq 75 ]; then

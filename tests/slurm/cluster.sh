@@ -1,6 +1,8 @@
 #!/bin/bash
-# A one-node SLURM cluster on this machine, for tests/slurm: munged, slurmctld and slurmd with
-# this host's CPUs, state under $SLURM_TEST_DIR (default /tmp/gintune-slurm).
+# A two-node SLURM cluster on this machine, for tests/slurm: munged, slurmctld, and one slurmd
+# for each of the nodes node1 and node2, which split this host's CPUs and memory; state under
+# $SLURM_TEST_DIR (default /tmp/gintune-slurm). The node names resolve to 127.0.0.1 through a
+# line this script adds to /etc/hosts (and removes on stop), as a cluster's node names resolve.
 #
 #   sudo tests/slurm/cluster.sh start   # installs Debian's slurm-wlm and munge if missing
 #   tests/slurm/cluster.sh stop
@@ -10,8 +12,10 @@
 set -euo pipefail
 DIR=${SLURM_TEST_DIR:-/tmp/gintune-slurm}
 HOST=$(hostname -s)
-CPUS=$(nproc)
-MEM=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
+NODES="node1 node2"
+CPUS=$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))
+MEM=$(( ($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024) / 2 ))
+HOSTS_LINE="127.0.0.1 $NODES  # gintune tests/slurm/cluster.sh"
 
 stop() {
   for daemon in slurmd slurmctld; do
@@ -21,6 +25,10 @@ stop() {
     pgrep -x slurmd >/dev/null || pgrep -x slurmctld >/dev/null || break
     sleep 0.1
   done
+  if grep -qF "$HOSTS_LINE" /etc/hosts 2>/dev/null; then
+    grep -vF "$HOSTS_LINE" /etc/hosts > /etc/hosts.gintune && cat /etc/hosts.gintune > /etc/hosts
+    rm -f /etc/hosts.gintune
+  fi
 }
 
 start() {
@@ -29,7 +37,8 @@ start() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
   fi
   stop
-  mkdir -p "$DIR"/{state,spool,log}
+  mkdir -p "$DIR"/{state,log} "$DIR"/spool/{node1,node2}
+  echo "$HOSTS_LINE" >> /etc/hosts
   if [ ! -s /etc/munge/munge.key ]; then
     dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 2>/dev/null
   fi
@@ -45,11 +54,11 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 StateSaveLocation=$DIR/state
-SlurmdSpoolDir=$DIR/spool
+SlurmdSpoolDir=$DIR/spool/%n
 SlurmctldPidFile=$DIR/slurmctld.pid
-SlurmdPidFile=$DIR/slurmd.pid
+SlurmdPidFile=$DIR/slurmd-%n.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
-SlurmdLogFile=$DIR/log/slurmd.log
+SlurmdLogFile=$DIR/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SchedulerType=sched/backfill
@@ -64,18 +73,21 @@ KillWait=30
 MinJobAge=600
 SlurmctldTimeout=30
 SlurmdTimeout=30
-NodeName=$HOST CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
-PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+NodeName=node1 NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17001 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
+NodeName=node2 NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17002 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
+PartitionName=debug Nodes=node1,node2 Default=YES MaxTime=INFINITE State=UP
 CONF
   slurmctld -i
-  slurmd
+  for node in $NODES; do
+    slurmd -N "$node"
+  done
   for _ in $(seq 100); do
-    if sinfo -h -o %t 2>/dev/null | grep -q idle; then
-      echo "slurm: one-node cluster up ($HOST, $CPUS CPUs)"; return 0
+    if [ "$(sinfo -h -N -o %t 2>/dev/null | grep -c idle)" -eq 2 ]; then
+      echo "slurm: two-node cluster up (node1 and node2 on $HOST, $CPUS CPUs each)"; return 0
     fi
     sleep 0.2
   done
-  echo "error: the SLURM node did not become idle; see $DIR/log" >&2
+  echo "error: the SLURM nodes did not both become idle; see $DIR/log" >&2
   exit 1
 }
 

@@ -1,11 +1,12 @@
-"""launchers/slurm_train.sh under a real SLURM (a one-node cluster on this machine, started by
+"""launchers/slurm_train.sh under a real SLURM (a two-node cluster on this machine, started by
 tests/slurm/cluster.sh; `make test-slurm` does both). Not part of `make test`: it needs root to
 start the daemons, and about two minutes.
 
-One job, submitted as a user would (from the repository root, 2 ranks on CPU): SLURM's SIGUSR1
-before the time limit makes both ranks checkpoint; torchrun exits 75; the script requeues the
-job, which keeps its id and its workdir; the requeued job resumes from that checkpoint into the
-same workdir and appends to the same log; a second SIGUSR1, sent by hand as an operator would
+One job, submitted as a user would (from the repository root, 2 nodes with a rank each on CPU,
+one torchrun per node joined by c10d rendezvous): SLURM's SIGUSR1 before the time limit makes
+both ranks checkpoint; both nodes' torchrun exit 75; the script requeues the job, which keeps
+its id and its workdir; the requeued job resumes from that checkpoint into the same workdir and
+appends to the same log; a second SIGUSR1, sent by hand as an operator would
 (`scancel --signal=USR1`), stops and requeues it again."""
 
 import json
@@ -36,12 +37,18 @@ def _job(job_id):
     return dict(re.findall(r"(\w+)=(\S+)", out))
 
 
-def _wait(predicate, what, timeout):
+def _wait(predicate, what, timeout, job_id=None, log=None):
+    """Polls predicate; with job_id, fails at once when the job has ended for good."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
+        state = _job(job_id).get("JobState") if job_id else None
+        if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"):
+            tail = "".join(log.read_text().splitlines(True)[-15:]) if log else ""
+            raise AssertionError(f"job {job_id} ended ({state}) while waiting for {what}:\n"
+                                 f"{tail}")
         time.sleep(1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
@@ -56,20 +63,22 @@ def _steps(workdir):
 
 def test_a_warning_before_the_time_limit_requeues_the_job_into_the_same_workdir(tmp_path):
     workdir, log = tmp_path / "w", tmp_path / "job.out"
-    env = {**os.environ, "WANDB_MODE": "offline", "GPUS_PER_NODE": "2",
+    env = {**os.environ, "WANDB_MODE": "offline", "GPUS_PER_NODE": "1",
            "WORKDIR": str(workdir)}
     submit = subprocess.run(
-        ["sbatch", "--parsable", "--nodes=1", "--gpus-per-node=0", "--cpus-per-task=2", "--time=2",
+        ["sbatch", "--parsable", "--nodes=2", "--gpus-per-node=0", "--cpus-per-task=1", "--time=2",
          "--signal=USR1@60", f"--output={log}", "launchers/slurm_train.sh", *TRAIN],
         cwd=REPO, env=env, capture_output=True, text=True, check=True)
     job_id = submit.stdout.strip().split(";")[0]
     try:
         # 1. SLURM's warning (60 s before the 2-minute limit): checkpoint, 75, requeue.
-        _wait(lambda: _job(job_id).get("Restarts") == "1", "the first requeue", 150)
+        _wait(lambda: _job(job_id).get("Restarts") == "1", "the first requeue", 150, job_id, log)
         first = max(int(p.name.removeprefix("step_"))
                     for p in (workdir / "checkpoints").glob("step_*"))
         text = log.read_text()
-        assert "error: torchrun got SIGUSR1 and passed SIGTERM to every rank" in text
+        assert text.count("error: torchrun got SIGUSR1 and passed SIGTERM to every rank") == 2
+        assert "srun: error: node1: task 0: Exited with exit code 75" in text
+        assert "srun: error: node2: task 1: Exited with exit code 75" in text
         assert f"requeueing job {job_id} (restart 1 of at most 20) into {workdir}" in text
         assert _steps(workdir)[-1] <= first
 
@@ -81,13 +90,14 @@ def test_a_warning_before_the_time_limit_requeues_the_job_into_the_same_workdir(
         subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now",
                         "TimeLimit=10"], check=True)
         _wait(lambda: any(s > first + 10 for s in _steps(workdir)), "the resumed job's steps",
-              120)
+              120, job_id, log)
         subprocess.run(["scancel", "--signal=USR1", job_id], check=True)
-        _wait(lambda: _job(job_id).get("Restarts") == "2", "the second requeue", 120)
+        _wait(lambda: _job(job_id).get("Restarts") == "2", "the second requeue", 120, job_id,
+              log)
         text = log.read_text()
         assert text.count("fresh start: no checkpoint") == 1
         assert f"resuming from {workdir}/checkpoints/step_{first}" in text
-        assert text.count("torchrun got SIGUSR1") == 2
+        assert text.count("torchrun got SIGUSR1") == 4  # one agent per node, twice
         assert "W&B logging failed" not in text  # SIGUSR1 spares W&B's service process
         second = max(int(p.name.removeprefix("step_"))
                      for p in (workdir / "checkpoints").glob("step_*"))
