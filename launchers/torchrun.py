@@ -16,7 +16,10 @@ script cannot tell a preemption that saved a checkpoint from a typo in a config.
 - ranks that fail: the exit status of the first rank that failed when it is one of gintune's
   (2 config or data, 3 non-finite loss, 74 checkpoint write failure, 75 stopped by a signal),
   and 1 otherwise (a bug, or a rank killed by a signal, e.g. by the kernel out of memory);
-  the failed rank's own log says why, and the last line names it.
+  the failed rank's own log says why, and the last line names it;
+- on several nodes, a rendezvous that fails (the torchrun hosting it, on another node, has
+  exited, or --rdzv_endpoint cannot be reached): 1, and a line saying so; the other node's log
+  says why it stopped.
 """
 
 import signal
@@ -39,6 +42,7 @@ def _signal_name(sigval) -> str:
 def main(argv=None) -> None:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError
     from torch.distributed.run import parse_args, run
 
     received = []
@@ -57,6 +61,11 @@ def main(argv=None) -> None:
         fail(f"torchrun got {got} and passed SIGTERM to every rank, which save a checkpoint "
              f"at their next step boundary and stop (the log above says where); run the same "
              f"command to resume", EXIT_PREEMPTED)
+    except RendezvousError as e:
+        endpoint = f"{args.rdzv_endpoint} " if args.rdzv_endpoint else ""
+        fail(f"torchrun lost its rendezvous {endpoint}({type(e).__name__}): the torchrun "
+             f"hosting it on another node has exited (that node's log says why), or the "
+             f"endpoint cannot be reached from this node", EXIT_UNEXPECTED)
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         if failure.exitcode < 0:

@@ -45,6 +45,23 @@ def init(timeout_s: float = 600.0) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
+# What gloo says when the rank at the other end of a collective is gone.
+_LOST_PEER = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
+
+
+def lost_peer(e: BaseException) -> str | None:
+    """What went wrong, when `e` is a collective failing because another rank stopped (crashed,
+    was killed, or lost its node), else None. nccl raises DistError; gloo a RuntimeError that
+    names the connection."""
+    if not dist.is_initialized() or dist.get_world_size() <= 1:
+        return None
+    if isinstance(e, dist.DistError):
+        return type(e).__name__
+    if isinstance(e, RuntimeError):
+        return next((f"gloo: {m}" for m in _LOST_PEER if m in str(e)), None)
+    return None
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -127,8 +127,13 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
                           checkpointer.root / f"step_{steps[-1]}" if steps else "none")
         return EXIT_NON_FINITE
     except Exception as e:  # a bug: keep the traceback, and end with what the run was doing
-        traceback.print_exc()
         lines = [line for line in str(e).splitlines() if line.strip()]
+        lost = distributed.lost_peer(e)
+        if lost:  # not this rank's fault: its traceback would mislead
+            raise RunError(f"a collective failed while {trainer.activity} of the run in "
+                           f"{workdir}: another rank has stopped or cannot be reached ({lost}); "
+                           "the first rank that failed says why", EXIT_UNEXPECTED) from e
+        traceback.print_exc()
         raise RunError(f"unexpected {type(e).__name__} ({lines[-1].strip() if lines else ''}) "
                        f"while {trainer.activity} of the run in {workdir}; the traceback above "
                        "shows where", EXIT_UNEXPECTED) from e

@@ -23,15 +23,41 @@ PACKAGES = ("torch", "torchtune", "torchao", "gin-config", "wandb", "absl-py", "
 
 
 def command(argv: Sequence[str]) -> str:
-    """The command line that started this run, as one would type it again (torchrun included
-    when the run was launched with it)."""
-    if "TORCHELASTIC_RUN_ID" in os.environ:
-        launcher = [sys.executable, "-m", "launchers.torchrun",
-                    f"--nnodes={os.environ.get('GROUP_WORLD_SIZE', 1)}",
-                    f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', 1)}"]
-    else:
-        launcher = [sys.executable]
-    return shlex.join([*launcher, "-m", "launchers.train", *argv[1:]])
+    """The command line that started this run, as one would type it again: under torchrun, the
+    agent's own command (this process's parent), so a multi-node run keeps its rendezvous
+    arguments; where that cannot be read, one rebuilt from torchrun's variables."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return shlex.join([sys.executable, "-m", "launchers.train", *argv[1:]])
+    agent = _agent_argv()
+    if agent:
+        return shlex.join(agent)
+    return shlex.join([sys.executable, "-m", "launchers.torchrun",
+                       f"--nnodes={os.environ.get('GROUP_WORLD_SIZE', 1)}",
+                       f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', 1)}",
+                       "-m", "launchers.train", *argv[1:]])
+
+
+def _agent_argv() -> Optional[list]:
+    """The torchrun agent's argv, read from /proc (Linux), or None."""
+    try:
+        raw = pathlib.Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    except OSError:
+        return None
+    args = [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]]
+    launchers = ("launchers.torchrun", "torch.distributed.run", "torchrun")
+    if not any(a in launchers or os.path.basename(a) == "torchrun" for a in args[:3]):
+        return None
+    return args
+
+
+def slurm() -> Optional[dict]:
+    """The SLURM job this run is part of, or None."""
+    if "SLURM_JOB_ID" not in os.environ:
+        return None
+    keys = {"job_id": "SLURM_JOB_ID", "job_name": "SLURM_JOB_NAME",
+            "nodelist": "SLURM_JOB_NODELIST", "restart_count": "SLURM_RESTART_COUNT",
+            "submit_dir": "SLURM_SUBMIT_DIR"}
+    return {k: os.environ[v] for k, v in keys.items() if v in os.environ}
 
 
 def collect(argv: Sequence[str], world_size: int, repo: pathlib.Path) -> dict:
@@ -41,6 +67,8 @@ def collect(argv: Sequence[str], world_size: int, repo: pathlib.Path) -> dict:
         "cwd": os.getcwd(),
         "world_size": world_size,
         "launched_with_torchrun": "TORCHELASTIC_RUN_ID" in os.environ,
+        "nodes": int(os.environ.get("GROUP_WORLD_SIZE", 1)),
+        "slurm": slurm(),
         "git": git_state(repo),
         "python": platform.python_version(),
         "packages": {p: _version(p) for p in PACKAGES},

@@ -2,7 +2,9 @@
 move between world sizes through DCP resharding."""
 
 import json
+import os
 import re
+import shlex
 
 import pytest
 
@@ -82,7 +84,11 @@ def test_a_sigterm_to_the_torchrun_agent_saves_every_rank_and_exits_75(straight,
     assert 2 <= stopped_at < 6 and (saved / "COMPLETE.json").exists()
     assert sorted(p.name for p in saved.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
     assert f"stopped by a signal at step {stopped_at}" in proc.stderr
-    assert "-m launchers.torchrun --nnodes=1 --nproc_per_node=2 -m launchers.train" in proc.stderr
+    # The resume hint, and run_info.json, give the agent's own command line.
+    launch = "-m launchers.torchrun --standalone --nproc_per_node=2 -m launchers.train"
+    assert launch in proc.stderr
+    info = json.loads((workdir / "run_info.json").read_text())
+    assert launch in info["command"] and info["nodes"] == 1 and info["world_size"] == 2
 
     proc = _run(workdir, "--gin_bindings=Trainer.num_steps=6", nproc=2)
     assert f"step_{stopped_at}" in proc.stderr
@@ -99,6 +105,53 @@ def test_a_bug_in_a_rank_ends_torchrun_with_status_1_and_one_line_naming_the_ran
     last = proc.stderr.strip().splitlines()[-1]
     assert re.fullmatch(r"error: rank [01] exited with status 1 \(an unexpected error; its log "
                         r"above says why\); torchrun stopped the others", last), last
+
+
+def test_on_two_nodes_a_rank_that_dies_ends_both_torchruns_with_one_line_each(tmp_path):
+    """Two torchrun agents joined by c10d rendezvous, as on two nodes (here both on this
+    machine), a rank each; rank 1 is killed during step 2. Its node's torchrun names it; the
+    other node's torchrun ends too (its rank's collective fails, or the rendezvous it hosted
+    or joined is gone), with status 1 and one line that points at the first failure rather
+    than a traceback of its own. (Under SLURM, with srun: tests/slurm.)"""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1",
+           "GINTUNE_CRASH_AT": "step_end:2:rank1"}
+    cmd = [sys.executable, "-m", "launchers.torchrun", "--nnodes=2", "--nproc_per_node=1",
+           "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=two-nodes",
+           "-m", "launchers.train", *BASE, f"--workdir={tmp_path / 'w'}"]
+    nodes = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    logs = [node.communicate(timeout=300)[1] for node in nodes]
+    assert [node.returncode for node in nodes] == [1, 1], logs
+    last = [log.strip().splitlines()[-1] for log in logs]
+    died = [i for i, line in enumerate(last) if line.startswith("error: rank 1 was killed")]
+    assert len(died) == 1, last
+    assert last[died[0]] == ("error: rank 1 was killed by SIGKILL (by the kernel when a node "
+                             "runs out of memory, or by the scheduler); torchrun stopped the "
+                             "others")
+    other, other_log = last[1 - died[0]], logs[1 - died[0]]
+    assert re.fullmatch(
+        rf"error: torchrun lost its rendezvous 127\.0\.0\.1:{port} \(Rendezvous\w+Error\): the "
+        r"torchrun hosting it on another node has exited \(that node's log says why\), or the "
+        r"endpoint cannot be reached from this node"
+        r"|error: rank 0 exited with status 1 \(an unexpected error; its log above says why\); "
+        r"torchrun stopped the others", other), other
+    if other.startswith("error: rank 0"):
+        assert re.search(r"^error: a collective failed while training step \d+ of the run in "
+                         r".*: another rank has stopped or cannot be reached \(gloo: ",
+                         other_log, re.M), other_log[-3000:]
+    assert "Traceback" not in logs[0] + logs[1], logs
+    # run_info.json holds the command that relaunches it: each node's, rendezvous included.
+    info = json.loads((tmp_path / "w" / "run_info.json").read_text())
+    assert info["command"].endswith(shlex.join(cmd[1:])) and info["nodes"] == 2
 
 
 def test_slurm_example_is_valid_bash_that_runs_torchrun_from_the_submit_directory():

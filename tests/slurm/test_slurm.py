@@ -106,5 +106,9 @@ def test_a_warning_before_the_time_limit_requeues_the_job_into_the_same_workdir(
         assert steps == sorted(set(steps)) and steps[-1] <= second  # each step once
         assert sorted(p.name for p in (workdir / "checkpoints" / f"step_{second}").glob(
             "*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+        info = json.loads((workdir / "run_info.json").read_text())  # the requeued launch's
+        assert info["nodes"] == 2 and info["world_size"] == 2
+        assert info["slurm"]["job_id"] == job_id and info["slurm"]["restart_count"] == "1"
+        assert f"--rdzv_endpoint=node1:{20000 + int(job_id) % 10000}" in info["command"]
     finally:
         subprocess.run(["scancel", job_id])
