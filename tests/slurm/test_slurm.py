@@ -112,3 +112,29 @@ def test_a_warning_before_the_time_limit_requeues_the_job_into_the_same_workdir(
         assert f"--rdzv_endpoint=node1:{20000 + int(job_id) % 10000}" in info["command"]
     finally:
         subprocess.run(["scancel", job_id])
+
+
+def test_a_rank_that_dies_on_one_node_ends_the_job_without_a_requeue(tmp_path):
+    """srun runs without --kill-on-bad-exit (to srun, a preemption's 75 is a bad exit): a rank
+    killed on the second node still ends the whole job promptly with status 1, each node's
+    torchrun with one line, and the job is not requeued (it was not a preemption)."""
+    workdir, log = tmp_path / "w", tmp_path / "job.out"
+    env = {**os.environ, "WANDB_MODE": "offline", "GPUS_PER_NODE": "1", "WORKDIR": str(workdir),
+           "GINTUNE_CRASH_AT": "step_end:3:rank1"}
+    submit = subprocess.run(
+        ["sbatch", "--parsable", "--nodes=2", "--gpus-per-node=0", "--cpus-per-task=1",
+         "--time=5", f"--output={log}", "launchers/slurm_train.sh", *TRAIN],
+        cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    job_id = submit.stdout.strip().split(";")[0]
+    try:
+        job = _wait(lambda: (j := _job(job_id)).get("JobState") in ("FAILED", "COMPLETED") and j,
+                    "the job to end", 120)
+        assert job["JobState"] == "FAILED" and job["ExitCode"] == "1:0", job
+        assert job["Restarts"] == "0"
+        text = log.read_text()
+        assert "error: rank 1 was killed by SIGKILL" in text
+        assert "srun: error: node2: task 1: Exited with exit code 1" in text
+        assert "srun: error: node1: task 0: Exited with exit code 1" in text
+        assert "requeueing" not in text and "Traceback" not in text
+    finally:
+        subprocess.run(["scancel", job_id])
