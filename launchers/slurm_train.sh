@@ -27,10 +27,12 @@
 #
 # srun runs without --kill-on-bad-exit: to srun, 75 is a bad exit, and on two nodes the first
 # torchrun to exit 75 would make srun kill the other (seen with SLURM 22.05: the job failed with
-# 143 and was not requeued). Instead --wait=60: once one node's torchrun has exited, the others
-# get 60 s to follow (after the collective checkpoint every node is only exiting), and a node
-# left waiting on a rank that died elsewhere is stopped then rather than at the collective's
-# timeout.
+# 143 and was not requeued). A rank that dies makes the other nodes' ranks fail in their next
+# collective (at once when its connections close; at worst at the process group's 10-minute
+# timeout), so their torchruns end too. --wait=600 is a backstop for anything else left
+# running 10 minutes after the first node's torchrun ended. Nodes that finish normally leave
+# together: torchrun's agents wait for each other (up to 300 s) while rank 0 writes what only
+# it writes (the Hugging Face export, W&B's last records).
 #SBATCH --job-name=gintune
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=1
@@ -55,7 +57,7 @@ PYTHON=${PYTHON:-.venv/bin/python}
 MAX_REQUEUES=${MAX_REQUEUES:-20}
 
 status=0
-srun --kill-on-bad-exit=0 --wait=60 "$PYTHON" -m launchers.torchrun \
+srun --kill-on-bad-exit=0 --wait=600 "$PYTHON" -m launchers.torchrun \
   --nnodes="$SLURM_NNODES" --nproc_per_node="$GPUS_PER_NODE" --shutdown_timeout=110 \
   --rdzv_backend=c10d --rdzv_endpoint="$HEAD_NODE:$RDZV_PORT" --rdzv_id="$SLURM_JOB_ID" \
   -m launchers.train --workdir="$WORKDIR" "$@" || status=$?

@@ -2,12 +2,13 @@
 tests/slurm/cluster.sh; `make test-slurm` does both). Not part of `make test`: it needs root to
 start the daemons, and about two minutes.
 
-One job, submitted as a user would (from the repository root, 2 nodes with a rank each on CPU,
+The main job, submitted as a user would (from the repository root, 2 nodes with a rank each on CPU,
 one torchrun per node joined by c10d rendezvous): SLURM's SIGUSR1 before the time limit makes
 both ranks checkpoint; both nodes' torchrun exit 75; the script requeues the job, which keeps
 its id and its workdir; the requeued job resumes from that checkpoint into the same workdir and
 appends to the same log; a second SIGUSR1, sent by hand as an operator would
-(`scancel --signal=USR1`), stops and requeues it again."""
+(`scancel --signal=USR1`), stops and requeues it again. Then a job that finishes, and one whose
+rank dies on the second node."""
 
 import json
 import os
@@ -110,6 +111,29 @@ def test_a_warning_before_the_time_limit_requeues_the_job_into_the_same_workdir(
         assert info["nodes"] == 2 and info["world_size"] == 2
         assert info["slurm"]["job_id"] == job_id and info["slurm"]["restart_count"] == "1"
         assert f"--rdzv_endpoint=node1:{20000 + int(job_id) % 10000}" in info["command"]
+    finally:
+        subprocess.run(["scancel", job_id])
+
+
+def test_a_two_node_job_that_finishes_completes_with_rank_0s_export(tmp_path):
+    """The normal end: rank 0 alone writes the Hugging Face export after the last step, while
+    the other node's rank has nothing left to do; both torchruns end together, status 0."""
+    workdir, log = tmp_path / "w", tmp_path / "job.out"
+    env = {**os.environ, "WANDB_MODE": "offline", "GPUS_PER_NODE": "1", "WORKDIR": str(workdir)}
+    submit = subprocess.run(
+        ["sbatch", "--parsable", "--nodes=2", "--gpus-per-node=0", "--cpus-per-task=1",
+         "--time=5", f"--output={log}", "launchers/slurm_train.sh", "--gin_file=gin/reward.gin",
+         "--gin_file=gin/debug/smoke.gin", "--gin_bindings=Trainer.num_steps=20",
+         "--gin_bindings=Trainer.export_hf=True"],
+        cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    job_id = submit.stdout.strip().split(";")[0]
+    try:
+        job = _wait(lambda: (j := _job(job_id)).get("JobState") in ("FAILED", "COMPLETED") and j,
+                    "the job to end", 150)
+        assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", log.read_text()[-3000:]
+        assert (workdir / "hf" / "model.safetensors").is_file()
+        assert (workdir / "checkpoints" / "step_20" / "COMPLETE.json").is_file()
+        assert "error" not in log.read_text().lower()
     finally:
         subprocess.run(["scancel", job_id])
 
