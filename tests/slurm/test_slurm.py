@@ -62,15 +62,27 @@ def _steps(workdir):
             if "train/loss" in r]
 
 
-def test_a_warning_before_the_time_limit_requeues_the_job_into_the_same_workdir(tmp_path):
+def _submit(tmp_path, sbatch_args, train_args, env=None):
+    """sbatch of launchers/slurm_train.sh from the repository root, on both nodes with a rank
+    each; returns the job id, its workdir and its log."""
     workdir, log = tmp_path / "w", tmp_path / "job.out"
-    env = {**os.environ, "WANDB_MODE": "offline", "GPUS_PER_NODE": "1",
-           "WORKDIR": str(workdir)}
+    env = {**os.environ, "WANDB_MODE": "offline", "GPUS_PER_NODE": "1", "WORKDIR": str(workdir),
+           **(env or {})}
     submit = subprocess.run(
-        ["sbatch", "--parsable", "--nodes=2", "--gpus-per-node=0", "--cpus-per-task=1", "--time=2",
-         "--signal=USR1@60", f"--output={log}", "launchers/slurm_train.sh", *TRAIN],
+        ["sbatch", "--parsable", "--nodes=2", "--gpus-per-node=0", "--cpus-per-task=1",
+         *sbatch_args, f"--output={log}", "launchers/slurm_train.sh", *train_args],
         cwd=REPO, env=env, capture_output=True, text=True, check=True)
-    job_id = submit.stdout.strip().split(";")[0]
+    return submit.stdout.strip().split(";")[0], workdir, log
+
+
+def _ended(job_id, timeout):
+    """The job's record once it has completed or failed."""
+    return _wait(lambda: (j := _job(job_id)).get("JobState") in ("FAILED", "COMPLETED") and j,
+                 f"job {job_id} to end", timeout)
+
+
+def test_a_warning_before_the_time_limit_requeues_the_job_into_the_same_workdir(tmp_path):
+    job_id, workdir, log = _submit(tmp_path, ["--time=2", "--signal=USR1@60"], TRAIN)
     try:
         # 1. SLURM's warning (60 s before the 2-minute limit): checkpoint, 75, requeue.
         _wait(lambda: _job(job_id).get("Restarts") == "1", "the first requeue", 150, job_id, log)
@@ -118,18 +130,11 @@ def test_a_warning_before_the_time_limit_requeues_the_job_into_the_same_workdir(
 def test_a_two_node_job_that_finishes_completes_with_rank_0s_export(tmp_path):
     """The normal end: rank 0 alone writes the Hugging Face export after the last step, while
     the other node's rank has nothing left to do; both torchruns end together, status 0."""
-    workdir, log = tmp_path / "w", tmp_path / "job.out"
-    env = {**os.environ, "WANDB_MODE": "offline", "GPUS_PER_NODE": "1", "WORKDIR": str(workdir)}
-    submit = subprocess.run(
-        ["sbatch", "--parsable", "--nodes=2", "--gpus-per-node=0", "--cpus-per-task=1",
-         "--time=5", f"--output={log}", "launchers/slurm_train.sh", "--gin_file=gin/reward.gin",
-         "--gin_file=gin/debug/smoke.gin", "--gin_bindings=Trainer.num_steps=20",
-         "--gin_bindings=Trainer.export_hf=True"],
-        cwd=REPO, env=env, capture_output=True, text=True, check=True)
-    job_id = submit.stdout.strip().split(";")[0]
+    job_id, workdir, log = _submit(tmp_path, ["--time=5"], [
+        "--gin_file=gin/reward.gin", "--gin_file=gin/debug/smoke.gin",
+        "--gin_bindings=Trainer.num_steps=20", "--gin_bindings=Trainer.export_hf=True"])
     try:
-        job = _wait(lambda: (j := _job(job_id)).get("JobState") in ("FAILED", "COMPLETED") and j,
-                    "the job to end", 150)
+        job = _ended(job_id, 150)
         assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", log.read_text()[-3000:]
         assert (workdir / "hf" / "model.safetensors").is_file()
         assert (workdir / "checkpoints" / "step_20" / "COMPLETE.json").is_file()
@@ -142,17 +147,10 @@ def test_a_rank_that_dies_on_one_node_ends_the_job_without_a_requeue(tmp_path):
     """srun runs without --kill-on-bad-exit (to srun, a preemption's 75 is a bad exit): a rank
     killed on the second node still ends the whole job promptly with status 1, each node's
     torchrun with one line, and the job is not requeued (it was not a preemption)."""
-    workdir, log = tmp_path / "w", tmp_path / "job.out"
-    env = {**os.environ, "WANDB_MODE": "offline", "GPUS_PER_NODE": "1", "WORKDIR": str(workdir),
-           "GINTUNE_CRASH_AT": "step_end:3:rank1"}
-    submit = subprocess.run(
-        ["sbatch", "--parsable", "--nodes=2", "--gpus-per-node=0", "--cpus-per-task=1",
-         "--time=5", f"--output={log}", "launchers/slurm_train.sh", *TRAIN],
-        cwd=REPO, env=env, capture_output=True, text=True, check=True)
-    job_id = submit.stdout.strip().split(";")[0]
+    job_id, workdir, log = _submit(tmp_path, ["--time=5"], TRAIN,
+                                   env={"GINTUNE_CRASH_AT": "step_end:3:rank1"})
     try:
-        job = _wait(lambda: (j := _job(job_id)).get("JobState") in ("FAILED", "COMPLETED") and j,
-                    "the job to end", 120)
+        job = _ended(job_id, 120)
         assert job["JobState"] == "FAILED" and job["ExitCode"] == "1:0", job
         assert job["Restarts"] == "0"
         text = log.read_text()
