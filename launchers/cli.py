@@ -13,9 +13,11 @@ from absl import app, flags
 EXIT_USAGE = 2
 
 
-def fail(message: str, status: int = EXIT_USAGE):
-    """Prints `error: message` (once, on rank 0 under torchrun) and exits with `status`."""
-    if os.environ.get("RANK", "0") == "0":
+def fail(message: str, status: int = EXIT_USAGE, every_node: bool = False):
+    """Prints `error: message` (once, on rank 0 under torchrun; with every_node, once on each
+    node, for what differs between nodes) and exits with `status`."""
+    if os.environ.get("RANK", "0") == "0" or (every_node and
+                                               os.environ.get("LOCAL_RANK", "0") == "0"):
         print(f"error: {message}", file=sys.stderr)
     sys.exit(status)
 

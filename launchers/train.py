@@ -68,7 +68,7 @@ def main(argv):
         status = run.run(cfg, FLAGS.workdir, FLAGS.gin_file[0], FLAGS.resume_from,
                          FLAGS.allow_config_change, sys.argv)
     except run.RunError as e:
-        _fail(str(e), e.status)
+        _fail(str(e), e.status, every_node=e.every_node)
     sys.exit(status)
 
 

@@ -7,7 +7,9 @@ no port is opened). gloo on CPU; with CUDA, nccl for GPU tensors and gloo for CP
 
 import dataclasses
 import datetime
+import ipaddress
 import os
+import socket
 
 import torch
 import torch.distributed as dist
@@ -43,6 +45,45 @@ def init(timeout_s: float = 600.0) -> DistInfo:
             dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0,
                                     world_size=1, timeout=timeout)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def network_problem() -> str | None:
+    """On several nodes, why the other nodes could not reach this one, found before anything
+    starts; else None. Unless GLOO_SOCKET_IFNAME names an interface, gloo (CPU tensors; on GPUs
+    too, for the small CPU tensors and checkpoint coordination) listens on the first address
+    this machine's host name resolves to. Where /etc/hosts maps it to 127.0.1.1 (Debian's and
+    Ubuntu's default), that is loopback, and ranks on other nodes would fail to connect or wait
+    out the timeout. Nodes that are all this machine (the rendezvous host resolves to loopback
+    too) are left alone."""
+    if os.environ.get("GLOO_SOCKET_IFNAME") or "MASTER_ADDR" not in os.environ:
+        return None
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if (int(os.environ.get("GROUP_WORLD_SIZE", 1)) <= 1
+            and int(os.environ.get("LOCAL_WORLD_SIZE", world)) >= world):
+        return None
+    host, master = socket.gethostname(), os.environ["MASTER_ADDR"]
+    return loopback_problem(host, _first_address(host), master, _first_address(master))
+
+
+def loopback_problem(host: str, own: str | None, master: str, master_own: str | None):
+    """The message for a host name that resolves to loopback while the rendezvous host does
+    not, else None (also when either did not resolve: init reports that itself)."""
+    if own is None or master_own is None:
+        return None
+    if not ipaddress.ip_address(own).is_loopback or ipaddress.ip_address(master_own).is_loopback:
+        return None
+    return (f"this node's host name {host} resolves to {own}, a loopback address, while the "
+            f"rendezvous host MASTER_ADDR={master} is {master_own}: gloo would listen on "
+            f"{own}, where ranks on other nodes cannot connect. Set GLOO_SOCKET_IFNAME to the "
+            "network interface the nodes share (e.g. eth0; `ip -brief address` lists them), "
+            "or map the host name to that interface's address in /etc/hosts")
+
+
+def _first_address(name: str) -> str | None:
+    try:
+        return socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)[0][4][0].split("%")[0]
+    except (OSError, IndexError, UnicodeError):
+        return None
 
 
 # What gloo says when the rank at the other end of a collective is gone.

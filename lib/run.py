@@ -31,11 +31,13 @@ EXIT_OK, EXIT_UNEXPECTED, EXIT_CONFIG, EXIT_NON_FINITE, EXIT_WRITE, EXIT_PREEMPT
 
 
 class RunError(Exception):
-    """Stops the run with `status` after `message` is printed (on rank 0)."""
+    """Stops the run with `status` after `message` is printed (on rank 0; with every_node, on
+    each node's first rank: for what one node sees and another may not)."""
 
-    def __init__(self, message: str, status: int):
+    def __init__(self, message: str, status: int, every_node: bool = False):
         super().__init__(message)
         self.status = status
+        self.every_node = every_node
 
 
 def default_workdir(first_gin_file: str) -> pathlib.Path:
@@ -47,6 +49,9 @@ def run(cfg: config.LoadedConfig, workdir: Optional[str], first_gin_file: str,
         resume_from: str = "", allow_config_change: bool = False,
         argv: Sequence[str] = ()) -> int:
     """Trains; returns the exit status. Raises RunError for a problem found at start-up."""
+    problem = distributed.network_problem()
+    if problem:
+        raise RunError(problem, EXIT_CONFIG, every_node=True)
     dist_info = distributed.init()
     if not dist_info.is_main:  # one console: rank 0 reports, the others only their errors
         logging.set_verbosity(logging.ERROR)
@@ -132,7 +137,8 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
         if lost:  # not this rank's fault: its traceback would mislead
             raise RunError(f"a collective failed while {trainer.activity} of the run in "
                            f"{workdir}: another rank has stopped or cannot be reached ({lost}); "
-                           "the first rank that failed says why", EXIT_UNEXPECTED) from e
+                           "the first rank that failed says why", EXIT_UNEXPECTED,
+                           every_node=True) from e
         traceback.print_exc()
         raise RunError(f"unexpected {type(e).__name__} ({lines[-1].strip() if lines else ''}) "
                        f"while {trainer.activity} of the run in {workdir}; the traceback above "

@@ -109,10 +109,11 @@ def test_a_bug_in_a_rank_ends_torchrun_with_status_1_and_one_line_naming_the_ran
 
 def test_on_two_nodes_a_rank_that_dies_ends_both_torchruns_with_one_line_each(tmp_path):
     """Two torchrun agents joined by c10d rendezvous, as on two nodes (here both on this
-    machine), a rank each; rank 1 is killed during step 2. Its node's torchrun names it; the
+    machine), a rank each; rank 0 is killed during step 2. Its node's torchrun names it; the
     other node's torchrun ends too (its rank's collective fails, or the rendezvous it hosted
     or joined is gone), with status 1 and one line that points at the first failure rather
-    than a traceback of its own. (Under SLURM, with srun: tests/slurm.)"""
+    than a traceback; rank 1, the first on its node, says so itself although it is not rank 0.
+    (Under SLURM, with srun, rank 1 dying: tests/slurm.)"""
     import socket
     import subprocess
     import sys
@@ -123,7 +124,7 @@ def test_on_two_nodes_a_rank_that_dies_ends_both_torchruns_with_one_line_each(tm
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1",
-           "GINTUNE_CRASH_AT": "step_end:2:rank1"}
+           "GINTUNE_CRASH_AT": "step_end:2:rank0"}
     cmd = [sys.executable, "-m", "launchers.torchrun", "--nnodes=2", "--nproc_per_node=1",
            "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=two-nodes",
            "-m", "launchers.train", *BASE, f"--workdir={tmp_path / 'w'}"]
@@ -132,9 +133,9 @@ def test_on_two_nodes_a_rank_that_dies_ends_both_torchruns_with_one_line_each(tm
     logs = [node.communicate(timeout=300)[1] for node in nodes]
     assert [node.returncode for node in nodes] == [1, 1], logs
     last = [log.strip().splitlines()[-1] for log in logs]
-    died = [i for i, line in enumerate(last) if line.startswith("error: rank 1 was killed")]
+    died = [i for i, line in enumerate(last) if line.startswith("error: rank 0 was killed")]
     assert len(died) == 1, last
-    assert last[died[0]] == ("error: rank 1 was killed by SIGKILL (by the kernel when a node "
+    assert last[died[0]] == ("error: rank 0 was killed by SIGKILL (by the kernel when a node "
                              "runs out of memory, or by the scheduler); torchrun stopped the "
                              "others")
     other, other_log = last[1 - died[0]], logs[1 - died[0]]
@@ -142,9 +143,9 @@ def test_on_two_nodes_a_rank_that_dies_ends_both_torchruns_with_one_line_each(tm
         rf"error: torchrun lost its rendezvous 127\.0\.0\.1:{port} \(Rendezvous\w+Error\): the "
         r"torchrun hosting it on another node has exited \(that node's log says why\), or the "
         r"endpoint cannot be reached from this node"
-        r"|error: rank 0 exited with status 1 \(an unexpected error; its log above says why\); "
+        r"|error: rank 1 exited with status 1 \(an unexpected error; its log above says why\); "
         r"torchrun stopped the others", other), other
-    if other.startswith("error: rank 0"):
+    if other.startswith("error: rank 1"):
         assert re.search(r"^error: a collective failed while training step \d+ of the run in "
                          r".*: another rank has stopped or cannot be reached \(gloo: ",
                          other_log, re.M), other_log[-3000:]

@@ -1,6 +1,8 @@
 """Every failure a user can cause ends in one `error:` line naming what and where, with its
 documented exit status, and nothing written (real files, real launcher processes)."""
 
+import ipaddress
+import socket
 import subprocess
 import sys
 
@@ -73,3 +75,39 @@ def test_runs_from_a_folder_with_no_offline_wandb_runs(tmp_path):
     assert proc.returncode == 2 and len(errors) == 1
     assert errors[0].startswith(f"error: no offline W&B run folder (offline-run-*/ holding a "
                                 f"run-*.wandb file) in {tmp_path}")
+
+
+def test_a_host_name_on_loopback_is_refused_on_several_nodes_unless_all_are_this_machine():
+    from lib.distributed import loopback_problem
+
+    message = loopback_problem("n2", "127.0.1.1", "n1", "10.0.0.5")
+    assert message.startswith("this node's host name n2 resolves to 127.0.1.1, a loopback "
+                              "address, while the rendezvous host MASTER_ADDR=n1 is 10.0.0.5")
+    assert "GLOO_SOCKET_IFNAME" in message
+    assert loopback_problem("n2", "::1", "n1", "fd00::5") is not None
+    assert loopback_problem("n1", "127.0.1.1", "n1", "127.0.1.1") is None  # all this machine
+    assert loopback_problem("n2", "10.0.0.6", "n1", "10.0.0.5") is None
+    assert loopback_problem("n2", None, "n1", "10.0.0.5") is None  # init reports that itself
+
+
+def _host_on_loopback() -> bool:
+    from lib.distributed import _first_address
+
+    own = _first_address(socket.gethostname())
+    return own is not None and ipaddress.ip_address(own).is_loopback
+
+
+@pytest.mark.skipif(not _host_on_loopback(),
+                    reason="this machine's host name does not resolve to loopback")
+def test_a_rank_on_a_node_whose_host_name_is_loopback_stops_before_anything_starts(tmp_path):
+    """As torchrun starts rank 1 on a second node whose /etc/hosts maps its name to loopback:
+    one line from that node's first rank, status 2, nothing written, no connection tried."""
+    env = {"RANK": "1", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1",
+           "GROUP_WORLD_SIZE": "2", "MASTER_ADDR": "10.255.255.1", "MASTER_PORT": "29999"}
+    proc = run_launcher(["--gin_file=gin/reward.gin", "--gin_file=gin/debug/smoke.gin",
+                         f"--workdir={tmp_path / 'w'}"], env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: this node's host name {socket.gethostname()} resolves to ")
+    assert "MASTER_ADDR=10.255.255.1 is 10.255.255.1" in last and "GLOO_SOCKET_IFNAME" in last
+    assert not (tmp_path / "w").exists()
