@@ -44,8 +44,8 @@ def _agent_argv() -> Optional[list]:
     except OSError:
         return None
     args = [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]]
-    launchers = ("launchers.torchrun", "torch.distributed.run", "torchrun")
-    if not any(a in launchers or os.path.basename(a) == "torchrun" for a in args[:3]):
+    modules = ("launchers.torchrun", "torch.distributed.run")
+    if not any(a in modules or os.path.basename(a) == "torchrun" for a in args[:3]):
         return None
     return args
 

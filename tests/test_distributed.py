@@ -5,10 +5,13 @@ import json
 import os
 import re
 import shlex
+import socket
+import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import DEMO, run_launcher
+from tests.conftest import DEMO, REPO, run_launcher
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
@@ -114,12 +117,6 @@ def test_on_two_nodes_a_rank_that_dies_ends_both_torchruns_with_one_line_each(tm
     or joined is gone), with status 1 and one line that points at the first failure rather
     than a traceback; rank 1, the first on its node, says so itself although it is not rank 0.
     (Under SLURM, with srun, rank 1 dying: tests/slurm.)"""
-    import socket
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -156,10 +153,6 @@ def test_on_two_nodes_a_rank_that_dies_ends_both_torchruns_with_one_line_each(tm
 
 
 def test_slurm_example_is_valid_bash_that_runs_torchrun_from_the_submit_directory():
-    import subprocess
-
-    from tests.conftest import REPO
-
     script = REPO / "launchers" / "slurm_train.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     text = script.read_text()
