@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slurm clean
+.PHONY: setup demo test test-slurm test-hosts clean
 
 demo: $(STAMP)
 	$(BIN)/python -m launchers.train --gin_file=gin/reward.gin --gin_bindings='lr=1e-4'
@@ -20,6 +20,11 @@ test: $(STAMP)
 test-slurm: $(STAMP)
 	tests/slurm/cluster.sh start
 	$(BIN)/python -m pytest -q -m slurm tests/slurm; status=$$?; tests/slurm/cluster.sh stop; exit $$status
+
+# Two nodes as two hosts: network namespaces with their own host names and /etc/hosts, joined
+# by a virtual link (tests/hosts; needs root and iproute2). About 40 seconds.
+test-hosts: $(STAMP)
+	$(BIN)/python -m pytest -q -m hosts tests/hosts
 
 setup: $(STAMP)
 

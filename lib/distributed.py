@@ -8,6 +8,7 @@ no port is opened). gloo on CPU; with CUDA, nccl for GPU tensors and gloo for CP
 import dataclasses
 import datetime
 import ipaddress
+import json
 import os
 import socket
 
@@ -27,8 +28,13 @@ class DistInfo:
         return self.rank == 0
 
 
+class NetworkProblem(Exception):
+    """A node that gloo could not connect (or connect to), found before it tries."""
+
+
 def init(timeout_s: float = 600.0) -> DistInfo:
-    """Initializes the default process group (once) and returns this process's place in it."""
+    """Initializes the default process group (once) and returns this process's place in it.
+    Raises NetworkProblem, on every node, when gloo could not connect a node."""
     use_cuda = torch.cuda.is_available()
     # On GPU, nccl for CUDA tensors and gloo for the small CPU tensors the trainer reduces
     # (metric sums, the stop flag): an nccl-only group refuses CPU tensors.
@@ -40,50 +46,99 @@ def init(timeout_s: float = 600.0) -> DistInfo:
     if not dist.is_initialized():
         timeout = datetime.timedelta(seconds=timeout_s)
         if "RANK" in os.environ:
-            dist.init_process_group(backend=backend, timeout=timeout)
+            # The rendezvous init_process_group would do, done first so that the nodes can
+            # compare where gloo will listen before it tries to connect them.
+            store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+            store.set_timeout(timeout)
+            problem = node_problem(*_nodes(store))
+            if problem:
+                raise NetworkProblem(problem)
+            dist.init_process_group(backend=backend, store=dist.PrefixStore("default_pg", store),
+                                    rank=rank, world_size=world, timeout=timeout)
         else:
             dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0,
                                     world_size=1, timeout=timeout)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
-def network_problem() -> str | None:
-    """On several nodes, why the other nodes could not reach this one, found before anything
-    starts; else None. Unless GLOO_SOCKET_IFNAME names an interface, gloo (CPU tensors; on GPUs
-    too, for the small CPU tensors and checkpoint coordination) listens on the first address
-    this machine's host name resolves to. Where /etc/hosts maps it to 127.0.1.1 (Debian's and
-    Ubuntu's default), that is loopback, and ranks on other nodes would fail to connect or wait
-    out the timeout. Nodes that are all this machine (the rendezvous host resolves to loopback
-    too) are left alone."""
-    if os.environ.get("GLOO_SOCKET_IFNAME") or "MASTER_ADDR" not in os.environ:
-        return None
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if (int(os.environ.get("GROUP_WORLD_SIZE", 1)) <= 1
-            and int(os.environ.get("LOCAL_WORLD_SIZE", world)) >= world):
-        return None
-    host, master = socket.gethostname(), os.environ["MASTER_ADDR"]
-    return loopback_problem(host, _first_address(host), master, _first_address(master))
+def _nodes(store) -> tuple[list[dict], int]:
+    """Every node's _this_node() record, by node index (torchrun's GROUP_RANK), and this
+    node's index. Each node's first rank writes its record to the rendezvous store, and every
+    rank reads them all in one round trip; one node (the usual case) uses no store."""
+    nodes = int(os.environ.get("GROUP_WORLD_SIZE", 1))
+    if nodes <= 1:
+        return [_this_node()], 0
+    node = int(os.environ.get("GROUP_RANK", 0))
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        store.set(f"gintune/node/{node}", json.dumps(_this_node()))
+    keys = [f"gintune/node/{n}" for n in range(nodes)]
+    store.wait(keys)
+    return [json.loads(v) for v in store.multi_get(keys)], node
 
 
-def loopback_problem(host: str, own: str | None, master: str, master_own: str | None):
-    """The message for a host name that resolves to loopback while the rendezvous host does
-    not, else None (also when either did not resolve: init reports that itself)."""
-    if own is None or master_own is None:
-        return None
-    if not ipaddress.ip_address(own).is_loopback or ipaddress.ip_address(master_own).is_loopback:
-        return None
-    return (f"this node's host name {host} resolves to {own}, a loopback address, while the "
-            f"rendezvous host MASTER_ADDR={master} is {master_own}: gloo would listen on "
-            f"{own}, where ranks on other nodes cannot connect. Set GLOO_SOCKET_IFNAME to the "
-            "network interface the nodes share (e.g. eth0; `ip -brief address` lists them), "
-            "or map the host name to that interface's address in /etc/hosts")
+def _this_node() -> dict:
+    """This node's host name, the address gloo will listen on (None where GLOO_SOCKET_IFNAME
+    chooses), and what stops it listening at all (None if nothing does)."""
+    host = socket.gethostname()
+    if os.environ.get("GLOO_SOCKET_IFNAME"):
+        names = [n for n in os.environ["GLOO_SOCKET_IFNAME"].split(",") if n]
+        have = [name for _, name in socket.if_nameindex()]
+        missing = [n for n in names if n not in have]
+        problem = (f"GLOO_SOCKET_IFNAME={os.environ['GLOO_SOCKET_IFNAME']} names "
+                   f"{', '.join(missing)}, which {host} has no interface called (it has "
+                   f"{', '.join(have)}; `ip -brief address` shows their addresses)"
+                   if missing else None)
+        return {"host": host, "address": None, "problem": problem}
+    return {"host": host, "address": _listen_address(host), "problem": None}
 
 
-def _first_address(name: str) -> str | None:
+def _listen_address(host: str) -> str:
+    """As gloo picks it without GLOO_SOCKET_IFNAME: the first address of the host name that
+    can be bound, else loopback."""
     try:
-        return socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)[0][4][0].split("%")[0]
-    except (OSError, IndexError, UnicodeError):
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        found = []
+    for family, kind, _, _, address in found:
+        try:
+            with socket.socket(family, kind) as s:
+                s.bind((address[0], 0, *address[2:]))
+        except OSError:
+            continue
+        return address[0].split("%")[0]
+    return "127.0.0.1"
+
+
+def node_problem(nodes: list[dict], me: int) -> str | None:
+    """For the nodes' records (_this_node, by node index), why node `me` cannot take part or
+    could not reach another node, else None. A node listening on loopback is a problem only
+    when the nodes are on several machines (host names), not in tests that run every node on
+    one machine."""
+    if nodes[me]["problem"]:
+        return nodes[me]["problem"]
+    other = next((n for n in nodes if n["problem"]), None)
+    if other:
+        return f"node {other['host']} cannot take part in the run: {other['problem']}"
+    if len({n["host"] for n in nodes}) <= 1:
         return None
+    bad = [i for i, n in enumerate(nodes)
+           if n["address"] and ipaddress.ip_address(n["address"]).is_loopback]
+    if not bad:
+        return None
+    fix = ("Set GLOO_SOCKET_IFNAME on every node to the network interface the nodes share "
+           "(e.g. eth0; `ip -brief address` lists them), or map each node's host name to that "
+           "interface's address in /etc/hosts")
+    if me in bad:
+        others = sorted({n["host"] for n in nodes} - {nodes[me]["host"]})
+        return (f"this node's host name {nodes[me]['host']} resolves to "
+                f"{nodes[me]['address']}, a loopback address, while the run spans other "
+                f"machines ({', '.join(others)}): gloo would listen on {nodes[me]['address']}, "
+                f"where their ranks cannot connect. {fix}")
+    first = nodes[bad[0]]
+    more = f" (and {len(bad) - 1} more node(s))" if len(bad) > 1 else ""
+    return (f"node {first['host']}'s host name resolves to {first['address']} there, a "
+            f"loopback address{more}: gloo would listen on it, where this node "
+            f"({nodes[me]['host']}) cannot connect. {fix}")
 
 
 # What gloo says when the rank at the other end of a collective is gone.

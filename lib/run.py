@@ -49,10 +49,10 @@ def run(cfg: config.LoadedConfig, workdir: Optional[str], first_gin_file: str,
         resume_from: str = "", allow_config_change: bool = False,
         argv: Sequence[str] = ()) -> int:
     """Trains; returns the exit status. Raises RunError for a problem found at start-up."""
-    problem = distributed.network_problem()
-    if problem:
-        raise RunError(problem, EXIT_CONFIG, every_node=True)
-    dist_info = distributed.init()
+    try:
+        dist_info = distributed.init()
+    except distributed.NetworkProblem as e:  # each node sees it from its own side
+        raise RunError(str(e), EXIT_CONFIG, every_node=True) from e
     if not dist_info.is_main:  # one console: rank 0 reports, the others only their errors
         logging.set_verbosity(logging.ERROR)
     try:

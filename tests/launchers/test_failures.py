@@ -1,7 +1,6 @@
 """Every failure a user can cause ends in one `error:` line naming what and where, with its
 documented exit status, and nothing written (real files, real launcher processes)."""
 
-import ipaddress
 import socket
 import subprocess
 import sys
@@ -77,37 +76,45 @@ def test_runs_from_a_folder_with_no_offline_wandb_runs(tmp_path):
                                 f"run-*.wandb file) in {tmp_path}")
 
 
-def test_a_host_name_on_loopback_is_refused_on_several_nodes_unless_all_are_this_machine():
-    from lib.distributed import loopback_problem
-
-    message = loopback_problem("n2", "127.0.1.1", "n1", "10.0.0.5")
-    assert message.startswith("this node's host name n2 resolves to 127.0.1.1, a loopback "
-                              "address, while the rendezvous host MASTER_ADDR=n1 is 10.0.0.5")
-    assert "GLOO_SOCKET_IFNAME" in message
-    assert loopback_problem("n2", "::1", "n1", "fd00::5") is not None
-    assert loopback_problem("n1", "127.0.1.1", "n1", "127.0.1.1") is None  # all this machine
-    assert loopback_problem("n2", "10.0.0.6", "n1", "10.0.0.5") is None
-    assert loopback_problem("n2", None, "n1", "10.0.0.5") is None  # init reports that itself
+def _node(host, address, problem=None):
+    return {"host": host, "address": address, "problem": problem}
 
 
-def _host_on_loopback() -> bool:
-    from lib.distributed import _first_address
+def test_a_node_on_loopback_is_refused_on_every_node_unless_all_are_one_machine():
+    """The rule each node applies to all nodes' records (two real hosts: tests/hosts)."""
+    from lib.distributed import node_problem
 
-    own = _first_address(socket.gethostname())
-    return own is not None and ipaddress.ip_address(own).is_loopback
+    nodes = [_node("n1", "10.0.0.5"), _node("n2", "127.0.1.1")]
+    assert node_problem(nodes, 1).startswith(
+        "this node's host name n2 resolves to 127.0.1.1, a loopback address, while the run "
+        "spans other machines (n1): gloo would listen on 127.0.1.1, where their ranks cannot "
+        "connect. Set GLOO_SOCKET_IFNAME on every node")
+    assert node_problem(nodes, 0).startswith(
+        "node n2's host name resolves to 127.0.1.1 there, a loopback address: gloo would "
+        "listen on it, where this node (n1) cannot connect. Set GLOO_SOCKET_IFNAME")
+    assert node_problem([_node("n1", "fd00::5"), _node("n2", "::1")], 0) is not None
+    assert node_problem([_node("h", "127.0.1.1"), _node("h", "127.0.1.1")], 0) is None
+    assert node_problem([_node("n1", "10.0.0.5"), _node("n2", "10.0.0.6")], 0) is None
+    assert node_problem([_node("n1", None), _node("n2", None)], 0) is None  # interfaces named
+    missing = [_node("n1", None), _node("n2", None, "GLOO_SOCKET_IFNAME=eth7 names eth7, ...")]
+    assert node_problem(missing, 1) == "GLOO_SOCKET_IFNAME=eth7 names eth7, ..."
+    assert node_problem(missing, 0) == ("node n2 cannot take part in the run: "
+                                        "GLOO_SOCKET_IFNAME=eth7 names eth7, ...")
 
 
-@pytest.mark.skipif(not _host_on_loopback(),
-                    reason="this machine's host name does not resolve to loopback")
-def test_a_rank_on_a_node_whose_host_name_is_loopback_stops_before_anything_starts(tmp_path):
-    """As torchrun starts rank 1 on a second node whose /etc/hosts maps its name to loopback:
-    one line from that node's first rank, status 2, nothing written, no connection tried."""
-    env = {"RANK": "1", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1",
-           "GROUP_WORLD_SIZE": "2", "MASTER_ADDR": "10.255.255.1", "MASTER_PORT": "29999"}
+def test_an_interface_this_machine_lacks_is_refused_before_anything_starts(tmp_path):
+    """GLOO_SOCKET_IFNAME naming no interface here: one line listing the ones there are,
+    status 2, nothing written (instead of gloo's own error from inside init)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "nosuch0"}
     proc = run_launcher(["--gin_file=gin/reward.gin", "--gin_file=gin/debug/smoke.gin",
                          f"--workdir={tmp_path / 'w'}"], env=env)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: this node's host name {socket.gethostname()} resolves to ")
-    assert "MASTER_ADDR=10.255.255.1 is 10.255.255.1" in last and "GLOO_SOCKET_IFNAME" in last
+    have = ", ".join(name for _, name in socket.if_nameindex())
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: GLOO_SOCKET_IFNAME=nosuch0 names nosuch0, which {socket.gethostname()} has no "
+        f"interface called (it has {have}; `ip -brief address` shows their addresses)")
     assert not (tmp_path / "w").exists()

@@ -1,0 +1,145 @@
+"""Two nodes that are two hosts: each node runs in its own network namespace and host name on
+this machine, with its own loopback and its own /etc/hosts, and the nodes reach each other only
+over a virtual Ethernet link (10.231.57.1 and .2, interface gtnet0 on both), as two machines on
+a network do. One torchrun per node, a rank each, joined by c10d rendezvous. The workdir is on
+the file system both see, as a cluster's shared one.
+
+Not part of `make test`: creating network namespaces needs root (`make test-hosts`; CI runs it).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+NET = "10.231.57"
+NAMESPACES = ("gintune-node1", "gintune-node2")
+
+pytestmark = [pytest.mark.hosts, pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("unshare") is None,
+    reason="network namespaces need root and iproute2's ip: run `make test-hosts` as root")]
+
+TRAIN = ["--gin_file=gin/reward.gin", "--gin_file=gin/debug/smoke.gin",
+         "--gin_bindings=RunLogger.use_wandb=False"]
+
+
+def _ip(*args):
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+def _remove():
+    for ns in NAMESPACES:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    """Creates the two namespaces and the link between them; removes them afterwards."""
+    _remove()
+    try:
+        for ns in NAMESPACES:
+            _ip("netns", "add", ns)
+        _ip("link", "add", "gintune-v1", "type", "veth", "peer", "name", "gintune-v2")
+        for n, ns in enumerate(NAMESPACES, 1):
+            _ip("link", "set", f"gintune-v{n}", "netns", ns)
+            _ip("-n", ns, "link", "set", f"gintune-v{n}", "name", "gtnet0")
+            _ip("-n", ns, "addr", "add", f"{NET}.{n}/24", "dev", "gtnet0")
+            _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("-n", ns, "link", "set", "gtnet0", "up")
+            os.makedirs(f"/etc/netns/{ns}", exist_ok=True)
+        yield
+    finally:
+        _remove()
+
+
+def _hosts_files(*styles):
+    """Writes each node's /etc/hosts (`ip netns exec` mounts /etc/netns/<ns>/hosts over it).
+    "debian": the node's own name is 127.0.1.1, as Debian's and Ubuntu's installers write it;
+    "network": its own name is its address on the link. Either way the other node's name
+    resolves to that node's address, as a cluster's DNS would."""
+    for n, style in enumerate(styles, 1):
+        other = 3 - n
+        own = "127.0.1.1" if style == "debian" else f"{NET}.{n}"
+        with open(f"/etc/netns/{NAMESPACES[n - 1]}/hosts", "w") as f:
+            f.write(f"127.0.0.1 localhost\n{own} node{n}\n{NET}.{other} node{other}\n")
+
+
+def _run_nodes(workdir, envs=({}, {})):
+    """Starts both nodes' torchrun and returns their (status, stderr)."""
+    procs = []
+    for n, env in enumerate(envs, 1):
+        cmd = ["ip", "netns", "exec", NAMESPACES[n - 1], "unshare", "--uts", "sh", "-c",
+               'hostname "$0" && exec "$@"', f"node{n}",
+               sys.executable, "-m", "launchers.torchrun", "--nnodes=2", "--nproc_per_node=1",
+               "--rdzv_backend=c10d", "--rdzv_endpoint=node1:29400", "--rdzv_id=two-hosts",
+               "-m", "launchers.train", *TRAIN, f"--workdir={workdir}"]
+        procs.append(subprocess.Popen(
+            cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **env}))
+    return [(p.returncode, err) for p in procs for err in [p.communicate(timeout=300)[1]]]
+
+
+def _errors(log):
+    return [line for line in log.splitlines() if line.startswith("error: ")]
+
+
+@pytest.mark.parametrize("styles,env", [
+    (("debian", "debian"), {"GLOO_SOCKET_IFNAME": "gtnet0"}),
+    (("network", "network"), {}),
+], ids=["GLOO_SOCKET_IFNAME", "hosts-file"])
+def test_two_hosts_train_together(hosts, tmp_path, styles, env):
+    """Both fixes the error below names work: the interface by name, or host names that resolve
+    to the link's addresses."""
+    _hosts_files(*styles)
+    ended = _run_nodes(tmp_path / "w", (env, env))
+    assert [status for status, _ in ended] == [0, 0], [log[-3000:] for _, log in ended]
+    steps = [json.loads(line)["step"]
+             for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 4
+    info = json.loads((tmp_path / "w" / "run_info.json").read_text())
+    assert info["nodes"] == 2 and info["world_size"] == 2
+
+
+def test_a_node_whose_host_name_is_loopback_stops_every_node_before_anything_starts(
+        hosts, tmp_path):
+    """node2's /etc/hosts maps its own name to 127.0.1.1, and there is no GLOO_SOCKET_IFNAME:
+    gloo there would listen where node1 cannot connect. Both nodes stop at once with status 2,
+    each saying why from its own side, and nothing is written."""
+    _hosts_files("network", "debian")
+    (one, log1), (two, log2) = _run_nodes(tmp_path / "w")
+    assert (one, two) == (2, 2), (log1[-3000:], log2[-3000:])
+    fix = ("Set GLOO_SOCKET_IFNAME on every node to the network interface the nodes share "
+           "(e.g. eth0; `ip -brief address` lists them), or map each node's host name to that "
+           "interface's address in /etc/hosts")
+    assert _errors(log2) == [
+        "error: this node's host name node2 resolves to 127.0.1.1, a loopback address, while "
+        "the run spans other machines (node1): gloo would listen on 127.0.1.1, where their "
+        f"ranks cannot connect. {fix}",
+        "error: rank 1 exited with status 2 (a config or data problem; its log above says "
+        "why); torchrun stopped the others"], log2[-3000:]
+    assert _errors(log1) == [
+        "error: node node2's host name resolves to 127.0.1.1 there, a loopback address: gloo "
+        f"would listen on it, where this node (node1) cannot connect. {fix}",
+        "error: rank 0 exited with status 2 (a config or data problem; its log above says "
+        "why); torchrun stopped the others"], log1[-3000:]
+    assert "Traceback" not in log1 + log2
+    assert not (tmp_path / "w").exists()
+
+
+def test_an_interface_missing_on_one_node_stops_every_node(hosts, tmp_path):
+    """GLOO_SOCKET_IFNAME names an interface node2 does not have (as when nodes differ)."""
+    _hosts_files("debian", "debian")
+    (one, log1), (two, log2) = _run_nodes(tmp_path / "w", ({"GLOO_SOCKET_IFNAME": "gtnet0"},
+                                                           {"GLOO_SOCKET_IFNAME": "eth7"}))
+    assert (one, two) == (2, 2), (log1[-3000:], log2[-3000:])
+    problem = ("GLOO_SOCKET_IFNAME=eth7 names eth7, which node2 has no interface called (it "
+               "has lo, gtnet0; `ip -brief address` shows their addresses)")
+    assert _errors(log2)[0] == f"error: {problem}", log2[-3000:]
+    assert _errors(log1)[0] == f"error: node node2 cannot take part in the run: {problem}"
+    assert not (tmp_path / "w").exists()
