@@ -46,14 +46,14 @@ def main(argv):
         cli.fail("give one checkpoint folder (or <run>/checkpoints/best) and --out=DIR "
                  "(see --help)")
     from lib.config import ConfigError
-    from lib.distributed import NetworkProblem
+    from lib.distributed import StartProblem
 
     try:
         path = export(pathlib.Path(argv[1]), pathlib.Path(FLAGS.out).resolve())
     except ConfigError as e:  # the checkpoint is found as --resume_from finds one
         cli.fail("; ".join(p.message.split(": ", 1)[-1] if p.message.startswith("--resume_from=")
                            else p.message for p in e.problems))
-    except (ValueError, OSError, NetworkProblem) as e:
+    except (ValueError, OSError, StartProblem) as e:
         cli.fail(str(e))
     print(f"exported {path} to {pathlib.Path(FLAGS.out).resolve()}")
     return 0

@@ -19,11 +19,20 @@ script cannot tell a preemption that saved a checkpoint from a typo in a config.
   the failed rank's own log says why, and the last line names it;
 - on several nodes, a rendezvous that fails (the torchrun hosting it, on another node, has
   exited, or --rdzv_endpoint cannot be reached): 1, and a line saying so; the other node's log
-  says why it stopped.
+  says why it stopped;
+- on several nodes, when this node's ranks have ended but the rendezvous host has stopped
+  answering (its node is down, or the network to it is cut): 1, and a line saying so, a minute
+  after the ranks ended. torchrun's agent would otherwise wait forever: its store client, once a
+  wait times out, blocks on a reply that never comes, and no signal but SIGKILL ends it.
 """
 
+import os
+import pathlib
 import signal
+import socket
 import sys
+import threading
+import time
 
 from launchers.cli import fail
 
@@ -37,6 +46,69 @@ def _signal_name(sigval) -> str:
         return signal.Signals(sigval).name
     except ValueError:
         return f"signal {sigval}"
+
+
+# How long this node's ranks may all be gone while torchrun still runs, before the rendezvous
+# host is checked: ending normally, torchrun waits there for the other nodes (up to 300 s), and
+# then the host answers.
+RANKS_GONE_S = 60.0
+
+
+def _children(pid: int) -> list[int]:
+    """The running processes whose parent is `pid` (Linux's /proc), not counting those that
+    have exited but not been waited for (a stuck torchrun does not reap its ranks)."""
+    found = []
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name, in parentheses, may hold spaces: state and parent follow it.
+            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+            if int(parent) == pid and state != "Z":
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=10):
+            return True
+    except OSError:
+        return False
+
+
+def _watch_rendezvous(endpoint: str, host: str, port: int, check_every_s: float = 5.0) -> None:
+    """Ends this torchrun when its ranks have all ended and the rendezvous host, RANKS_GONE_S
+    later, does not accept a connection (a daemon thread: torchrun's main thread may be the
+    one that is stuck)."""
+    seen, gone_since = False, None
+    while True:
+        time.sleep(check_every_s)
+        if _children(os.getpid()):
+            seen, gone_since = True, None
+            continue
+        if not seen:
+            continue
+        gone_since = gone_since or time.monotonic()
+        if time.monotonic() - gone_since >= RANKS_GONE_S and not _answers(host, port):
+            print(f"error: torchrun lost its rendezvous {endpoint}: this node's ranks have "
+                  f"ended, and the node hosting it has not answered since (it is down, or "
+                  f"the network to it is cut); the lines above say what the ranks saw",
+                  file=sys.stderr, flush=True)
+            os._exit(EXIT_UNEXPECTED)
+
+
+def _start_watch(args) -> None:
+    """On several nodes, watches the rendezvous host (see _watch_rendezvous)."""
+    from torch.distributed.elastic.rendezvous.utils import parse_rendezvous_endpoint
+    from torch.distributed.run import parse_min_max_nnodes
+
+    if args.standalone or parse_min_max_nnodes(args.nnodes)[1] <= 1:
+        return
+    endpoint = args.rdzv_endpoint or f"{args.master_addr}:{args.master_port}"
+    host, port = parse_rendezvous_endpoint(endpoint, default_port=29400)
+    threading.Thread(target=_watch_rendezvous, args=(endpoint, host, port), daemon=True,
+                     name="gintune-rendezvous-watch").start()
 
 
 def main(argv=None) -> None:
@@ -54,6 +126,7 @@ def main(argv=None) -> None:
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGUSR1, on_usr1)
+    _start_watch(args)
     try:
         run(args)
     except SignalException as e:

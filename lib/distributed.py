@@ -10,6 +10,7 @@ import datetime
 import ipaddress
 import json
 import os
+import re
 import socket
 
 import torch
@@ -28,13 +29,31 @@ class DistInfo:
         return self.rank == 0
 
 
-class NetworkProblem(Exception):
-    """A node that gloo could not connect (or connect to), found before it tries."""
+TIMEOUT_VARIABLE = "GINTUNE_COLLECTIVE_TIMEOUT_S"
 
 
-def init(timeout_s: float = 600.0) -> DistInfo:
+class StartProblem(Exception):
+    """What stops the ranks starting together, found before they try: a node gloo could not
+    connect (or connect to), a collective timeout that is not a number of seconds."""
+
+
+def collective_timeout_s() -> float:
+    """How long a rank waits for the others in a collective (and in the rendezvous) before it
+    fails: GINTUNE_COLLECTIVE_TIMEOUT_S, 600 s (10 minutes) unless set."""
+    text = os.environ.get(TIMEOUT_VARIABLE, "600")
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise StartProblem(f"{TIMEOUT_VARIABLE}={text} is not a positive number of seconds "
+                           "(how long a rank waits for the others in a collective; unset, 600)")
+    return value
+
+
+def init() -> DistInfo:
     """Initializes the default process group (once) and returns this process's place in it.
-    Raises NetworkProblem, on every node, when gloo could not connect a node."""
+    Raises StartProblem, on every node, when gloo could not connect a node."""
     use_cuda = torch.cuda.is_available()
     # On GPU, nccl for CUDA tensors and gloo for the small CPU tensors the trainer reduces
     # (metric sums, the stop flag): an nccl-only group refuses CPU tensors.
@@ -44,7 +63,7 @@ def init(timeout_s: float = 600.0) -> DistInfo:
     if use_cuda:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        timeout = datetime.timedelta(seconds=timeout_s)
+        timeout = datetime.timedelta(seconds=collective_timeout_s())
         if "RANK" in os.environ:
             # The rendezvous init_process_group would do, done first so that the nodes can
             # compare where gloo will listen before it tries to connect them.
@@ -52,7 +71,7 @@ def init(timeout_s: float = 600.0) -> DistInfo:
             store.set_timeout(timeout)
             problem = node_problem(*_nodes(store))
             if problem:
-                raise NetworkProblem(problem)
+                raise StartProblem(problem)
             dist.init_process_group(backend=backend, store=dist.PrefixStore("default_pg", store),
                                     rank=rank, world_size=world, timeout=timeout)
         else:
@@ -143,19 +162,26 @@ def node_problem(nodes: list[dict], me: int) -> str | None:
 
 # What gloo says when the rank at the other end of a collective is gone.
 _LOST_PEER = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
+_TIMED_OUT = re.compile(r"Timed out waiting \d+ms for \w+ operation to complete")
 
 
 def lost_peer(e: BaseException) -> str | None:
-    """What went wrong, when `e` is a collective failing because another rank stopped (crashed,
-    was killed, or lost its node), else None. nccl raises DistError; gloo a RuntimeError that
-    names the connection."""
+    """Why a collective failed, when `e` says another rank stopped (crashed, was killed, or
+    lost its node) or did not answer within the collective timeout, else None. nccl raises
+    DistError; gloo a RuntimeError that names the connection or the timeout."""
     if not dist.is_initialized() or dist.get_world_size() <= 1:
         return None
+    gone = "another rank has stopped or cannot be reached ({}); the first rank that failed says why"
     if isinstance(e, dist.DistError):
-        return type(e).__name__
-    if isinstance(e, RuntimeError):
-        return next((f"gloo: {m}" for m in _LOST_PEER if m in str(e)), None)
-    return None
+        return gone.format(type(e).__name__)
+    if not isinstance(e, RuntimeError):
+        return None
+    timed_out = _TIMED_OUT.search(str(e))
+    if timed_out:
+        return (f"no answer from another rank within the collective timeout "
+                f"({TIMEOUT_VARIABLE}={collective_timeout_s():g} s): a rank hangs, or its "
+                f"node cannot be reached over the network (gloo: {timed_out.group(0)})")
+    return next((gone.format(f"gloo: {m}") for m in _LOST_PEER if m in str(e)), None)
 
 
 def shutdown() -> None:

@@ -51,7 +51,7 @@ def run(cfg: config.LoadedConfig, workdir: Optional[str], first_gin_file: str,
     """Trains; returns the exit status. Raises RunError for a problem found at start-up."""
     try:
         dist_info = distributed.init()
-    except distributed.NetworkProblem as e:  # each node sees it from its own side
+    except distributed.StartProblem as e:  # each node sees it from its own side
         raise RunError(str(e), EXIT_CONFIG, every_node=True) from e
     if not dist_info.is_main:  # one console: rank 0 reports, the others only their errors
         logging.set_verbosity(logging.ERROR)
@@ -136,9 +136,7 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
         lost = distributed.lost_peer(e)
         if lost:  # not this rank's fault: its traceback would mislead
             raise RunError(f"a collective failed while {trainer.activity} of the run in "
-                           f"{workdir}: another rank has stopped or cannot be reached ({lost}); "
-                           "the first rank that failed says why", EXIT_UNEXPECTED,
-                           every_node=True) from e
+                           f"{workdir}: {lost}", EXIT_UNEXPECTED, every_node=True) from e
         traceback.print_exc()
         raise RunError(f"unexpected {type(e).__name__} ({lines[-1].strip() if lines else ''}) "
                        f"while {trainer.activity} of the run in {workdir}; the traceback above "

@@ -60,6 +60,11 @@ def slurm() -> Optional[dict]:
     return {k: os.environ[v] for k, v in keys.items() if v in os.environ}
 
 
+# Variables that change how a run is launched or where it looks, outside its config.
+ENVIRONMENT = ("GINTUNE_GIN_PATH", "GINTUNE_COLLECTIVE_TIMEOUT_S", "GLOO_SOCKET_IFNAME",
+               "NCCL_SOCKET_IFNAME", "CUDA_VISIBLE_DEVICES")
+
+
 def collect(argv: Sequence[str], world_size: int, repo: pathlib.Path) -> dict:
     return {
         "command": command(argv),
@@ -69,6 +74,7 @@ def collect(argv: Sequence[str], world_size: int, repo: pathlib.Path) -> dict:
         "launched_with_torchrun": "TORCHELASTIC_RUN_ID" in os.environ,
         "nodes": int(os.environ.get("GROUP_WORLD_SIZE", 1)),
         "slurm": slurm(),
+        "environment": {k: os.environ[k] for k in ENVIRONMENT if k in os.environ},
         "git": git_state(repo),
         "python": platform.python_version(),
         "packages": {p: _version(p) for p in PACKAGES},

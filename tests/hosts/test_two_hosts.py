@@ -9,9 +9,11 @@ Not part of `make test`: creating network namespaces needs root (`make test-host
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -70,18 +72,24 @@ def _hosts_files(*styles):
             f.write(f"127.0.0.1 localhost\n{own} node{n}\n{NET}.{other} node{other}\n")
 
 
-def _run_nodes(workdir, envs=({}, {})):
-    """Starts both nodes' torchrun and returns their (status, stderr)."""
+def _start_nodes(workdir, envs=({}, {}), extra=()):
+    """Starts both nodes' torchrun (stderr piped) and returns the processes."""
     procs = []
     for n, env in enumerate(envs, 1):
         cmd = ["ip", "netns", "exec", NAMESPACES[n - 1], "unshare", "--uts", "sh", "-c",
                'hostname "$0" && exec "$@"', f"node{n}",
                sys.executable, "-m", "launchers.torchrun", "--nnodes=2", "--nproc_per_node=1",
                "--rdzv_backend=c10d", "--rdzv_endpoint=node1:29400", "--rdzv_id=two-hosts",
-               "-m", "launchers.train", *TRAIN, f"--workdir={workdir}"]
+               "-m", "launchers.train", *TRAIN, *extra, f"--workdir={workdir}"]
         procs.append(subprocess.Popen(
             cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **env}))
+    return procs
+
+
+def _run_nodes(workdir, envs=({}, {}), extra=()):
+    """Runs both nodes' torchrun to their end; returns their (status, stderr)."""
+    procs = _start_nodes(workdir, envs, extra)
     return [(p.returncode, err) for p in procs for err in [p.communicate(timeout=300)[1]]]
 
 
@@ -104,6 +112,7 @@ def test_two_hosts_train_together(hosts, tmp_path, styles, env):
     assert steps[-1] == 4
     info = json.loads((tmp_path / "w" / "run_info.json").read_text())
     assert info["nodes"] == 2 and info["world_size"] == 2
+    assert info["environment"].get("GLOO_SOCKET_IFNAME") == env.get("GLOO_SOCKET_IFNAME")
 
 
 def test_a_node_whose_host_name_is_loopback_stops_every_node_before_anything_starts(
@@ -143,3 +152,59 @@ def test_an_interface_missing_on_one_node_stops_every_node(hosts, tmp_path):
     assert _errors(log2)[0] == f"error: {problem}", log2[-3000:]
     assert _errors(log1)[0] == f"error: node node2 cannot take part in the run: {problem}"
     assert not (tmp_path / "w").exists()
+
+
+def test_a_network_cut_ends_both_nodes_and_the_run_resumes_once_it_is_back(hosts, tmp_path):
+    """node2's link goes down at step 3 (checkpoints every 2 steps): no rank has crashed, none
+    can say more than that the other did not answer. With GINTUNE_COLLECTIVE_TIMEOUT_S=15 each
+    node's rank stops with one line after about 15 s, not the default 10 minutes, and node2's
+    torchrun, cut off from the rendezvous it joined, ends a minute later instead of never. The
+    last complete checkpoint is intact, and once the link is back the same command resumes."""
+    _hosts_files("debian", "debian")
+    env = {"GLOO_SOCKET_IFNAME": "gtnet0", "GINTUNE_COLLECTIVE_TIMEOUT_S": "15"}
+    workdir = tmp_path / "w"
+    run = ["--gin_bindings=Trainer.num_steps=60", "--gin_bindings=Trainer.log_every=1",
+           "--gin_bindings=Trainer.eval_every=0",
+           "--gin_bindings=build_lr_schedule.decay='constant'"]
+    procs = _start_nodes(workdir, (env, env), run)
+    try:
+        metrics = workdir / "metrics.jsonl"
+        deadline = time.monotonic() + 120
+        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+            time.sleep(0.1)
+        _ip("-n", NAMESPACES[1], "link", "set", "gtnet0", "down")
+        cut = time.monotonic()
+        ended = [(p.returncode, err) for p in procs for err in [p.communicate(timeout=240)[1]]]
+        took = time.monotonic() - cut
+    finally:
+        for p in procs:
+            p.kill()
+        _ip("-n", NAMESPACES[1], "link", "set", "gtnet0", "up")
+    (one, log1), (two, log2) = ended
+    assert (one, two) == (1, 1), (log1[-3000:], log2[-3000:])
+    print(f"both nodes ended {took:.0f} s after the cut")
+    assert took < 150, took
+    for rank, log in enumerate((log1, log2)):
+        errors = _errors(log)
+        assert re.fullmatch(
+            r"error: a collective failed while training step \d+ of the run in .*: no answer "
+            r"from another rank within the collective timeout \(GINTUNE_COLLECTIVE_TIMEOUT_S="
+            r"15 s\): a rank hangs, or its node cannot be reached over the network \(gloo: "
+            r"Timed out waiting 15000ms for \w+ operation to complete\)", errors[0]), errors
+        assert "Traceback" not in log, log[-3000:]
+    assert _errors(log1)[1:] == ["error: rank 0 exited with status 1 (an unexpected error; "
+                                 "its log above says why); torchrun stopped the others"]
+    assert _errors(log2)[1:] == [
+        "error: torchrun lost its rendezvous node1:29400: this node's ranks have ended, and "
+        "the node hosting it has not answered since (it is down, or the network to it is "
+        "cut); the lines above say what the ranks saw"], log2[-3000:]
+    saved = sorted(int(p.name.split("_")[1]) for p in (workdir / "checkpoints").glob("step_*"))
+    assert saved and saved[-1] >= 2, saved
+    # Once the network is back, the same command resumes from the last complete checkpoint.
+    resumed = _run_nodes(workdir, (env, env), run)
+    assert [status for status, _ in resumed] == [0, 0], [log[-3000:] for _, log in resumed]
+    log = (workdir / "train.log").read_text()
+    assert re.search(r"resuming from .*/checkpoints/step_\d+", log), log[-3000:]
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps[-1] == 60

@@ -118,3 +118,15 @@ def test_an_interface_this_machine_lacks_is_refused_before_anything_starts(tmp_p
         f"error: GLOO_SOCKET_IFNAME=nosuch0 names nosuch0, which {socket.gethostname()} has no "
         f"interface called (it has {have}; `ip -brief address` shows their addresses)")
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("value", ["ten", "0", "-5", "inf"])
+def test_a_collective_timeout_that_is_not_a_positive_number_is_refused(tmp_path, value):
+    proc = run_launcher(["--gin_file=gin/reward.gin", "--gin_file=gin/debug/smoke.gin",
+                         f"--workdir={tmp_path / 'w'}"],
+                        env={"GINTUNE_COLLECTIVE_TIMEOUT_S": value})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: GINTUNE_COLLECTIVE_TIMEOUT_S={value} is not a positive number of seconds (how "
+        "long a rank waits for the others in a collective; unset, 600)")
+    assert not (tmp_path / "w").exists()
