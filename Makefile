@@ -22,7 +22,7 @@ test-slurm: $(STAMP)
 	$(BIN)/python -m pytest -q -m slurm tests/slurm; status=$$?; tests/slurm/cluster.sh stop; exit $$status
 
 # Two nodes as two hosts: network namespaces with their own host names and /etc/hosts, joined
-# by a virtual link (tests/hosts; needs root and iproute2). About 40 seconds.
+# by a virtual link (tests/hosts; needs root and iproute2). About two and a half minutes.
 test-hosts: $(STAMP)
 	$(BIN)/python -m pytest -q -m hosts tests/hosts
 

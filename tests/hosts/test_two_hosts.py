@@ -4,7 +4,8 @@ over a virtual Ethernet link (10.231.57.1 and .2, interface gtnet0 on both), as 
 a network do. One torchrun per node, a rank each, joined by c10d rendezvous. The workdir is on
 the file system both see, as a cluster's shared one.
 
-Not part of `make test`: creating network namespaces needs root (`make test-hosts`; CI runs it).
+Not part of `make test`: creating network namespaces needs root, and the network cut takes
+about 2 minutes (`make test-hosts`; CI runs it).
 """
 
 import json
