@@ -15,8 +15,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# launchers/slurm_train.sh under a real two-node SLURM cluster on this machine (Debian's
-# slurm-wlm, installed if missing; needs root to start the daemons). About two minutes.
+# launchers/slurm_train.sh under a real two-node SLURM cluster on this machine whose nodes are
+# two network namespaces (Debian's slurm-wlm, installed if missing; needs root to start the
+# daemons and namespaces). About two minutes.
 test-slurm: $(STAMP)
 	tests/slurm/cluster.sh start
 	$(BIN)/python -m pytest -q -m slurm tests/slurm; status=$$?; tests/slurm/cluster.sh stop; exit $$status

@@ -1,21 +1,29 @@
 #!/bin/bash
-# A two-node SLURM cluster on this machine, for tests/slurm: munged, slurmctld, and one slurmd
-# for each of the nodes node1 and node2, which split this host's CPUs and memory; state under
-# $SLURM_TEST_DIR (default /tmp/gintune-slurm). The node names resolve to 127.0.0.1 through a
-# line this script adds to /etc/hosts (and removes on stop), as a cluster's node names resolve.
+# A two-node SLURM cluster on this machine, for tests/slurm, whose nodes are two hosts: node1 and
+# node2 each run their slurmd (and so their jobs' processes) in their own network namespace and
+# host name, with their own loopback, reachable only over a virtual Ethernet bridge
+# (10.231.58.1 and .2; slurmctld and munged stay on this machine, at 10.231.58.254). They split
+# this host's CPUs and memory and share its file systems, as nodes share a cluster's. The node
+# names resolve to their addresses through lines this script adds to /etc/hosts (removed on
+# stop), as a cluster's DNS resolves them. State under $SLURM_TEST_DIR (default
+# /tmp/gintune-slurm).
 #
 #   sudo tests/slurm/cluster.sh start   # installs Debian's slurm-wlm and munge if missing
 #   tests/slurm/cluster.sh stop
 #
-# Needs root (the daemons run as root here) and Debian's packages. Time limits and signals are
-# tuned for tests: a job's --signal warning and time limit are checked every few seconds.
+# Needs root (the daemons run as root here, and namespaces need it), Debian's packages and
+# iproute2. Time limits and signals are tuned for tests: a job's --signal warning and time limit
+# are checked every few seconds.
 set -euo pipefail
 DIR=${SLURM_TEST_DIR:-/tmp/gintune-slurm}
 HOST=$(hostname -s)
 NODES="node1 node2"
+NET=10.231.58
+BRIDGE=gintune-br0
 CPUS=$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))
 MEM=$(( ($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024) / 2 ))
-HOSTS_LINE="127.0.0.1 $NODES  # gintune tests/slurm/cluster.sh"
+HOSTS_LINE="$NET.1 node1  # gintune tests/slurm/cluster.sh"
+HOSTS_LINE2="$NET.2 node2  # gintune tests/slurm/cluster.sh"
 
 stop() {
   for daemon in slurmd slurmctld; do
@@ -25,10 +33,36 @@ stop() {
     pgrep -x slurmd >/dev/null || pgrep -x slurmctld >/dev/null || break
     sleep 0.1
   done
-  if grep -qF "$HOSTS_LINE" /etc/hosts 2>/dev/null; then
-    grep -vF "$HOSTS_LINE" /etc/hosts > /etc/hosts.gintune && cat /etc/hosts.gintune > /etc/hosts
+  for node in $NODES; do
+    ip netns del "gintune-$node" 2>/dev/null || true
+  done
+  ip link del "$BRIDGE" 2>/dev/null || true
+  if grep -q "# gintune tests/slurm/cluster.sh" /etc/hosts 2>/dev/null; then
+    grep -v "# gintune tests/slurm/cluster.sh" /etc/hosts > /etc/hosts.gintune
+    cat /etc/hosts.gintune > /etc/hosts
     rm -f /etc/hosts.gintune
   fi
+}
+
+network() {
+  ip link add "$BRIDGE" type bridge
+  ip addr add "$NET.254/24" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+  local i=0
+  for node in $NODES; do
+    i=$((i + 1))
+    ip netns add "gintune-$node"
+    ip link add "gintune-h$i" type veth peer name "gintune-n$i"
+    ip link set "gintune-n$i" netns "gintune-$node"
+    ip -n "gintune-$node" link set "gintune-n$i" name eth0
+    ip -n "gintune-$node" addr add "$NET.$i/24" dev eth0
+    ip -n "gintune-$node" link set eth0 up
+    ip -n "gintune-$node" link set lo up
+    ip link set "gintune-h$i" master "$BRIDGE"
+    ip link set "gintune-h$i" up
+  done
+  echo "$HOSTS_LINE" >> /etc/hosts
+  echo "$HOSTS_LINE2" >> /etc/hosts
 }
 
 start() {
@@ -38,7 +72,7 @@ start() {
   fi
   stop
   mkdir -p "$DIR"/{state,log} "$DIR"/spool/{node1,node2}
-  echo "$HOSTS_LINE" >> /etc/hosts
+  network
   if [ ! -s /etc/munge/munge.key ]; then
     dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 2>/dev/null
   fi
@@ -49,7 +83,7 @@ start() {
   mkdir -p /etc/slurm
   cat > /etc/slurm/slurm.conf <<CONF
 ClusterName=gintune-test
-SlurmctldHost=$HOST
+SlurmctldHost=$HOST($NET.254)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -73,17 +107,20 @@ KillWait=30
 MinJobAge=600
 SlurmctldTimeout=30
 SlurmdTimeout=30
-NodeName=node1 NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17001 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
-NodeName=node2 NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17002 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
+NodeName=node1 NodeHostname=node1 NodeAddr=$NET.1 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
+NodeName=node2 NodeHostname=node2 NodeAddr=$NET.2 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
 PartitionName=debug Nodes=node1,node2 Default=YES MaxTime=INFINITE State=UP
 CONF
   slurmctld -i
   for node in $NODES; do
-    slurmd -N "$node"
+    # nsenter, not `ip netns exec`, which would mount a new /sys without the cgroups slurmd reads.
+    nsenter --net="/run/netns/gintune-$node" unshare --uts \
+      sh -c 'hostname "$0" && exec slurmd -N "$0"' "$node"
   done
   for _ in $(seq 100); do
     if [ "$(sinfo -h -N -o %t 2>/dev/null | grep -c idle)" -eq 2 ]; then
-      echo "slurm: two-node cluster up (node1 and node2 on $HOST, $CPUS CPUs each)"; return 0
+      echo "slurm: two-node cluster up (node1 at $NET.1 and node2 at $NET.2, $CPUS CPUs each)"
+      return 0
     fi
     sleep 0.2
   done

@@ -1,6 +1,7 @@
-"""launchers/slurm_train.sh under a real SLURM (a two-node cluster on this machine, started by
-tests/slurm/cluster.sh; `make test-slurm` does both). Not part of `make test`: it needs root to
-start the daemons, and about two minutes.
+"""launchers/slurm_train.sh under a real SLURM (a two-node cluster on this machine whose nodes
+are two hosts, network namespaces joined by a virtual bridge, started by tests/slurm/cluster.sh;
+`make test-slurm` does both). Not part of `make test`: it needs root to start the daemons and
+the namespaces, and about two minutes.
 
 The main job, submitted as a user would (from the repository root, 2 nodes with a rank each on CPU,
 one torchrun per node joined by c10d rendezvous): SLURM's SIGUSR1 before the time limit makes
@@ -123,6 +124,7 @@ def test_a_warning_before_the_time_limit_requeues_the_job_into_the_same_workdir(
         assert info["nodes"] == 2 and info["world_size"] == 2
         assert info["slurm"]["job_id"] == job_id and info["slurm"]["restart_count"] == "1"
         assert f"--rdzv_endpoint=node1:{20000 + int(job_id) % 10000}" in info["command"]
+        assert info["hostname"] == "node1"  # rank 0's host, not this machine's
     finally:
         subprocess.run(["scancel", job_id])
 
