@@ -1,9 +1,12 @@
 """Every failure a user can cause ends in one `error:` line naming what and where, with its
 documented exit status, and nothing written (real files, real launcher processes)."""
 
+import os
+import pathlib
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -130,3 +133,30 @@ def test_a_collective_timeout_that_is_not_a_positive_number_is_refused(tmp_path,
         f"error: GINTUNE_COLLECTIVE_TIMEOUT_S={value} is not a positive number of seconds (how "
         "long a rank waits for the others in a collective; unset, 600)")
     assert not (tmp_path / "w").exists()
+
+
+def test_torchrun_watch_counts_running_ranks_not_those_waiting_to_be_reaped():
+    """A stuck torchrun does not reap its ranks; their zombies must not count as running, or
+    the watch would never see them gone (the network cut itself: tests/hosts)."""
+    from launchers.torchrun import _answers, _children
+
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    stat = pathlib.Path(f"/proc/{ended.pid}/stat")
+    try:
+        for _ in range(200):  # until `ended` has exited, unreaped (a zombie)
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+            time.sleep(0.05)
+        kids = _children(os.getpid())
+        assert running.pid in kids and stat.exists() and ended.pid not in kids
+    finally:
+        running.kill()
+        running.wait()
+        ended.wait()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        assert _answers("127.0.0.1", s.getsockname()[1])
+        port = s.getsockname()[1]
+    assert not _answers("127.0.0.1", port)
