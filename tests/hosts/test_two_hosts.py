@@ -186,7 +186,7 @@ def test_a_network_cut_ends_both_nodes_and_the_run_resumes_once_it_is_back(hosts
     assert (one, two) == (1, 1), (log1[-3000:], log2[-3000:])
     print(f"both nodes ended {took:.0f} s after the cut")
     assert took < 150, took
-    for rank, log in enumerate((log1, log2)):
+    for log in (log1, log2):
         errors = _errors(log)
         assert re.fullmatch(
             r"error: a collective failed while training step \d+ of the run in .*: no answer "

@@ -22,8 +22,7 @@ NET=10.231.58
 BRIDGE=gintune-br0
 CPUS=$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))
 MEM=$(( ($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024) / 2 ))
-HOSTS_LINE="$NET.1 node1  # gintune tests/slurm/cluster.sh"
-HOSTS_LINE2="$NET.2 node2  # gintune tests/slurm/cluster.sh"
+MARK="# gintune tests/slurm/cluster.sh"  # ends the /etc/hosts lines this script adds
 
 stop() {
   for daemon in slurmd slurmctld; do
@@ -37,8 +36,8 @@ stop() {
     ip netns del "gintune-$node" 2>/dev/null || true
   done
   ip link del "$BRIDGE" 2>/dev/null || true
-  if grep -q "# gintune tests/slurm/cluster.sh" /etc/hosts 2>/dev/null; then
-    grep -v "# gintune tests/slurm/cluster.sh" /etc/hosts > /etc/hosts.gintune
+  if grep -qF "$MARK" /etc/hosts 2>/dev/null; then
+    grep -vF "$MARK" /etc/hosts > /etc/hosts.gintune
     cat /etc/hosts.gintune > /etc/hosts
     rm -f /etc/hosts.gintune
   fi
@@ -60,9 +59,8 @@ network() {
     ip -n "gintune-$node" link set lo up
     ip link set "gintune-h$i" master "$BRIDGE"
     ip link set "gintune-h$i" up
+    echo "$NET.$i $node  $MARK" >> /etc/hosts
   done
-  echo "$HOSTS_LINE" >> /etc/hosts
-  echo "$HOSTS_LINE2" >> /etc/hosts
 }
 
 start() {
