@@ -31,6 +31,7 @@ from absl import app, flags
 from benchmarks import data
 from benchmarks.launches import launcher_run, steady
 from benchmarks.reward_throughput import handwritten_run
+from launchers import cli
 
 flags.DEFINE_list("tasks", "reward,sft", "tasks to measure: reward, sft")
 FLAGS = flags.FLAGS  # --steps and --warmup: benchmarks/reward_throughput.py's flags
@@ -165,4 +166,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # ends as the launchers do: see launchers/cli.exit_process

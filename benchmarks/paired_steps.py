@@ -20,6 +20,8 @@ import time
 
 from absl import app, flags
 
+from launchers import cli
+
 flags.DEFINE_string("data", None, "training pairs.jsonl")
 flags.DEFINE_string("eval_data", None, "eval pairs.jsonl")
 flags.DEFINE_integer("steps", 30, "optimizer steps of each contestant")
@@ -71,4 +73,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # ends as the launchers do: see launchers/cli.exit_process

@@ -1,12 +1,15 @@
-"""How every launcher ends on a mistake of its user: one `error:` line and exit status 2.
+"""How every launcher ends: on a mistake of its user, one `error:` line and exit status 2; and
+in every case through `exit_process`, without the interpreter's teardown.
 
 absl's own parser prints a usage page and exits 1 for an unknown or malformed flag, and a
 UsageError raised in main does the same; `run` turns both into one line (`--help` keeps absl's
 behaviour).
 """
 
+import atexit
 import os
 import sys
+import threading
 
 from absl import app, flags
 
@@ -30,10 +33,44 @@ def _parse(argv):
 
 
 def run(main):
+    """Runs `main` under absl and ends the process with its status through `exit_process`."""
     def guarded(argv):
         try:
             return main(argv)
         except app.UsageError as e:
             fail(f"{e} (see --help)")
 
-    app.run(guarded, flags_parser=_parse)
+    try:
+        app.run(guarded, flags_parser=_parse)
+    except SystemExit as e:
+        exit_process(e.code)
+
+
+def exit_process(code) -> None:
+    """Ends the process with sys.exit(code)'s status after what Python does first on its way out
+    (wait for non-daemon threads, run atexit handlers: W&B's, logging's, multiprocessing's, then
+    flush stdout and stderr), but skips the interpreter's teardown.
+
+    gloo's worker threads outlive destroy_process_group: torch's DTensor caches keep the group
+    alive. Each frees a collective's tensors after the collective has returned, and in torch
+    2.13 that takes the GIL (a tensor's C++ references hold its Python object). A worker still
+    waiting for the GIL when the teardown begins is ended by Python inside a noexcept
+    destructor, and the process aborts after a finished run ('terminate called without an
+    active exception', SIGABRT), which torchrun reports as a failed rank."""
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): Python prints it and exits 1
+        print(code, file=sys.stderr)
+        status = 1
+    try:
+        threading._shutdown()
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said
+                pass
+        os._exit(status & 0xFF)

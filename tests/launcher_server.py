@@ -16,11 +16,9 @@ Protocol (one launch at a time, JSON lines): the client writes
 {"returncode"} (as subprocess reports it: -N for a signal) once it has ended.
 """
 
-import atexit
 import json
 import os
 import sys
-import threading
 import traceback
 
 
@@ -50,25 +48,11 @@ def _child(request) -> None:
         os.dup2(target, fd)
         os.close(target)
     sys.argv = [train.__file__, *request["argv"]]
-    code = 0
     try:
-        cli.run(train.main)
-    except SystemExit as e:
-        if isinstance(e.code, int) or e.code is None:
-            code = e.code or 0
-        else:
-            print(e.code, file=sys.stderr)
-            code = 1
-    except BaseException:
+        cli.run(train.main)  # ends the process, as it does under `python -m`
+    except BaseException:  # what escapes absl: Python would print it and exit 1
         traceback.print_exc()
-        code = 1
-    try:  # what the interpreter does on the way out: join threads, then atexit handlers
-        threading._shutdown()
-        atexit._run_exitfuncs()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        cli.exit_process(1)
 
 
 def main() -> None:

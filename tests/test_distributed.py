@@ -159,3 +159,23 @@ def test_slurm_example_is_valid_bash_that_runs_torchrun_from_the_submit_director
     assert "-m launchers.torchrun" in text and "--rdzv_backend=c10d" in text
     assert "scontrol requeue" in text and "--open-mode=append" in text
     assert "-m launchers.train" in text and 'cd "${SLURM_SUBMIT_DIR' in text
+
+
+def test_a_rank_ends_cleanly_while_a_gloo_worker_still_frees_a_collectives_tensors(tmp_path):
+    """A finished rank must not abort on its way out (CI saw 'terminate called without an active
+    exception' and SIGABRT from rank 1 after a complete resume). tests/launchers/exit_race.py
+    makes the race certain: through Python's own exit the rank aborts, which shows the scenario
+    still reproduces it; through launchers.cli, as every launcher ends, both ranks exit 0."""
+    def launch(*mode):
+        signal = tmp_path / f"exiting{'-'.join(mode)}"
+        return subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+             str(REPO / "tests" / "launchers" / "exit_race.py"), str(signal), *mode],
+            cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    plain = launch("plain")
+    assert plain.returncode != 0 and "terminate called without an active exception" in (
+        plain.stderr), "the scenario no longer makes Python's own exit abort:\n" + plain.stderr
+    ended = launch()
+    assert ended.returncode == 0, ended.stderr[-3000:]
+    assert "terminate called" not in ended.stderr

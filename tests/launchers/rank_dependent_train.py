@@ -6,12 +6,10 @@
 import os
 import sys
 
-from absl import app
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from launchers import train  # noqa: E402
+from launchers import cli, train  # noqa: E402
 
 if __name__ == "__main__":
     if os.environ.get("RANK") == "1":
         sys.argv.append("--gin_bindings=Trainer.seed=1")
-    app.run(train.main)
+    cli.run(train.main)
