@@ -15,7 +15,8 @@ script cannot tell a preemption that saved a checkpoint from a typo in a config.
   while it ignores SIGUSR1 (plain torchrun would die of a SIGUSR1);
 - ranks that fail: the exit status of the first rank that failed when it is one of gintune's
   (2 config or data, 3 non-finite loss, 74 checkpoint write failure, 75 stopped by a signal),
-  and 1 otherwise (a bug, or a rank killed by a signal, e.g. by the kernel out of memory);
+  and 1 otherwise (a bug, or a rank killed by a signal: by the kernel out of memory, by a
+  crash in native code);
   the failed rank's own log says why, and the last line names it;
 - on several nodes, a rendezvous that fails (the torchrun hosting it, on another node, has
   exited, or --rdzv_endpoint cannot be reached): 1, and a line saying so; the other node's log
@@ -46,6 +47,21 @@ def _signal_name(sigval) -> str:
         return signal.Signals(sigval).name
     except ValueError:
         return f"signal {sigval}"
+
+
+_CRASHES = (signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL)
+
+
+def killed(rank, sigval) -> str:
+    """What a rank that a signal ended tells about its cause."""
+    if sigval == signal.SIGKILL:
+        why = "by the kernel when a node runs out of memory, or by the scheduler"
+    elif sigval in _CRASHES:
+        why = ("a crash in native code: torch, a C extension or a driver; the lines it printed "
+               "above say where")
+    else:
+        why = "sent by the scheduler or a user"
+    return f"rank {rank} was killed by {_signal_name(sigval)} ({why}); torchrun stopped the others"
 
 
 # How long this node's ranks may all be gone while torchrun still runs, before the rendezvous
@@ -142,9 +158,7 @@ def main(argv=None) -> None:
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         if failure.exitcode < 0:
-            fail(f"rank {rank} was killed by {failure.signal_name()} (by the kernel when a "
-                 f"node runs out of memory, or by the scheduler); torchrun stopped the others",
-                 EXIT_UNEXPECTED)
+            fail(killed(rank, -failure.exitcode), EXIT_UNEXPECTED)
         status = failure.exitcode if failure.exitcode in OUR_STATUSES else EXIT_UNEXPECTED
         what = OUR_STATUSES.get(status, "an unexpected error")
         fail(f"rank {rank} exited with status {failure.exitcode} ({what}; its log above says "
