@@ -10,6 +10,7 @@ import atexit
 import os
 import sys
 import threading
+from typing import NoReturn
 
 from absl import app, flags
 
@@ -46,10 +47,11 @@ def run(main):
         exit_process(e.code)
 
 
-def exit_process(code) -> None:
+def exit_process(code) -> NoReturn:
     """Ends the process with sys.exit(code)'s status after what Python does first on its way out
     (wait for non-daemon threads, run atexit handlers: W&B's, logging's, multiprocessing's, then
-    flush stdout and stderr), but skips the interpreter's teardown.
+    flush stdout and stderr), but skips the interpreter's teardown (objects' finalizers: the
+    run closes its files itself, and metrics.jsonl is written line by line).
 
     gloo's worker threads outlive destroy_process_group: torch's DTensor caches keep the group
     alive. Each frees a collective's tensors after the collective has returned, and in torch
