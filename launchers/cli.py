@@ -10,6 +10,7 @@ import atexit
 import os
 import sys
 import threading
+import traceback
 from typing import NoReturn
 
 from absl import app, flags
@@ -34,7 +35,8 @@ def _parse(argv):
 
 
 def run(main):
-    """Runs `main` under absl and ends the process with its status through `exit_process`."""
+    """Runs `main` under absl and ends the process with its status through `exit_process`; an
+    exception that escapes `main` is printed as Python would, with status 1."""
     def guarded(argv):
         try:
             return main(argv)
@@ -45,6 +47,11 @@ def run(main):
         app.run(guarded, flags_parser=_parse)
     except SystemExit as e:
         exit_process(e.code)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # a bug: Python's own report, then the same ending
+        traceback.print_exc()
+        exit_process(1)
 
 
 def exit_process(code) -> NoReturn:

@@ -50,7 +50,7 @@ def _child(request) -> None:
     sys.argv = [train.__file__, *request["argv"]]
     try:
         cli.run(train.main)  # ends the process, as it does under `python -m`
-    except BaseException:  # what escapes absl: Python would print it and exit 1
+    except KeyboardInterrupt:  # which cli.run lets through: never back into the server's loop
         traceback.print_exc()
         cli.exit_process(1)
 

@@ -72,6 +72,30 @@ def test_wrong_usage_of_a_launcher_is_one_error_line_and_exit_2(module, args, ex
     assert proc.returncode == 2 and errors == [expected], proc.stderr[-2000:]
 
 
+@pytest.mark.parametrize("body, status, out, err", [
+    ("return None", 0, "", ""),
+    ("return 3", 3, "", ""),
+    ("sys.exit('stopped: see above')", 1, "", "stopped: see above"),
+    ("raise ValueError('a bug')", 1, "", "ValueError: a bug"),
+    ("print('no newline, so still buffered', end='')", 0, "no newline, so still buffered", ""),
+], ids=["none", "status", "message", "exception", "buffered"])
+def test_a_launcher_ends_with_pythons_status_after_its_atexit_handlers(tmp_path, body, status,
+                                                                       out, err):
+    """launchers.cli ends every launcher through exit_process (no interpreter teardown: see
+    tests/test_distributed.py's exit race): the status, message and traceback Python's own exit
+    would give, atexit handlers run, and output still buffered is written."""
+    marker = tmp_path / "atexit_ran"
+    script = (f"import atexit, pathlib, sys\nfrom launchers import cli\n"
+              f"atexit.register(pathlib.Path({str(marker)!r}).touch)\n"
+              f"def main(argv):\n    {body}\ncli.run(main)\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == status, proc.stderr[-2000:]
+    assert proc.stdout == out and err in proc.stderr and marker.exists()
+    if body.startswith("raise"):
+        assert "Traceback (most recent call last)" in proc.stderr
+
+
 def test_runs_from_a_folder_with_no_offline_wandb_runs(tmp_path):
     proc, errors = _launcher("runs", str(tmp_path), "--wandb_offline")
     assert proc.returncode == 2 and len(errors) == 1
