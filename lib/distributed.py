@@ -83,10 +83,12 @@ def init() -> DistInfo:
 def _nodes(store) -> tuple[list[dict], int]:
     """Every node's _this_node() record, by node index (torchrun's GROUP_RANK), and this
     node's index. Each node's first rank writes its record to the rendezvous store, and every
-    rank reads them all in one round trip; one node (the usual case) uses no store."""
+    rank reads them all in one round trip; one node (the usual case) uses no store and does not
+    look up its host name's address, which only a run across machines needs (a slow resolver
+    would delay every single-node start)."""
     nodes = int(os.environ.get("GROUP_WORLD_SIZE", 1))
     if nodes <= 1:
-        return [_this_node()], 0
+        return [_this_node(resolve=False)], 0
     node = int(os.environ.get("GROUP_RANK", 0))
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
         store.set(f"gintune/node/{node}", json.dumps(_this_node()))
@@ -95,9 +97,9 @@ def _nodes(store) -> tuple[list[dict], int]:
     return [json.loads(v) for v in store.multi_get(keys)], node
 
 
-def _this_node() -> dict:
+def _this_node(resolve: bool = True) -> dict:
     """This node's host name, the address gloo will listen on (None where GLOO_SOCKET_IFNAME
-    chooses), and what stops it listening at all (None if nothing does)."""
+    chooses, or not `resolve`d), and what stops it listening at all (None if nothing does)."""
     host = socket.gethostname()
     if os.environ.get("GLOO_SOCKET_IFNAME"):
         names = [n for n in os.environ["GLOO_SOCKET_IFNAME"].split(",") if n]
@@ -108,7 +110,8 @@ def _this_node() -> dict:
                    f"{', '.join(have)}; `ip -brief address` shows their addresses)"
                    if missing else None)
         return {"host": host, "address": None, "problem": problem}
-    return {"host": host, "address": _listen_address(host), "problem": None}
+    return {"host": host, "address": _listen_address(host) if resolve else None,
+            "problem": None}
 
 
 def _listen_address(host: str) -> str:

@@ -129,6 +129,23 @@ def test_a_node_on_loopback_is_refused_on_every_node_unless_all_are_one_machine(
                                         "GLOO_SOCKET_IFNAME=eth7 names eth7, ...")
 
 
+def test_one_node_starts_without_looking_up_its_host_name(monkeypatch):
+    """A lookup can take a slow resolver's whole timeout; only nodes on several machines
+    compare addresses, so one node must not ask. Several nodes do."""
+    import lib.distributed as distributed
+
+    asked = []
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: asked.append(host) or [])
+    monkeypatch.delenv("GROUP_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
+    (node,), me = distributed._nodes(store=None)
+    assert (node["host"], node["address"], node["problem"], me) == (
+        socket.gethostname(), None, None, 0)
+    assert asked == []
+    assert distributed._this_node()["address"] == "127.0.0.1"  # nothing resolved: loopback
+    assert asked == [socket.gethostname()]
+
+
 def test_an_interface_this_machine_lacks_is_refused_before_anything_starts(tmp_path):
     """GLOO_SOCKET_IFNAME naming no interface here: one line listing the ones there are,
     status 2, nothing written (instead of gloo's own error from inside init)."""
