@@ -3,7 +3,8 @@
     python -m launchers.torchrun --nproc_per_node=2 -m launchers.train --gin_file=gin/reward.gin
 
 The arguments are torchrun's own (`torch.distributed.run`), passed through unchanged, and the
-agent, its rendezvous, restarts and worker supervision are torchrun's. Only the ending differs.
+agent, its rendezvous, restarts and worker supervision are torchrun's. Only the ending differs,
+and `--shutdown_timeout` works on every torch (torch 2.9's torchrun lacks it: parse_args).
 Plain torchrun exits 1 on any failure, after a traceback and a report of every rank; so a job
 script cannot tell a preemption that saved a checkpoint from a typo in a config. Here:
 
@@ -127,11 +128,55 @@ def _start_watch(args) -> None:
                      name="gintune-rendezvous-watch").start()
 
 
+SHUTDOWN_TIMEOUT_S = 30  # torchrun's own default
+
+
+def parse_args(argv):
+    """torchrun's arguments, with `--shutdown_timeout` on every torch. torch 2.9.1's torchrun
+    has no such option: its agent always gives the ranks 30 s after SIGTERM before SIGKILL, too
+    little for a large checkpoint, and it rejects the option (exit 2) that a job script passes.
+    On such a torch the option is added here, and the agent's wait is made to honour it (or, as
+    newer torchruns do, TORCH_ELASTIC_SHUTDOWN_TIMEOUT)."""
+    import dataclasses
+
+    from torch.distributed.launcher.api import LaunchConfig
+    from torch.distributed.run import get_args_parser
+
+    parser = get_args_parser()
+    if "shutdown_timeout" in {f.name for f in dataclasses.fields(LaunchConfig)}:
+        return parser.parse_args(argv)
+    parser.add_argument(
+        "--shutdown-timeout", "--shutdown_timeout", type=int, default=None,
+        help=f"seconds the ranks get to stop after SIGTERM before SIGKILL (default: "
+             f"TORCH_ELASTIC_SHUTDOWN_TIMEOUT, else {SHUTDOWN_TIMEOUT_S})")
+    args = parser.parse_args(argv)
+    timeout = args.shutdown_timeout
+    if timeout is None:
+        timeout = int(os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", SHUTDOWN_TIMEOUT_S))
+    if timeout < 0:
+        parser.error(f"--shutdown_timeout must be 0 or more seconds, got {timeout}")
+    _wait_before_kill(timeout)
+    return args
+
+
+def _wait_before_kill(timeout_s: int) -> None:
+    """Makes the agent wait `timeout_s` for its ranks after the signal that stops them: the
+    agent closes its process context with no timeout, so the context's default applies."""
+    from torch.distributed.elastic.multiprocessing.api import PContext
+
+    close = PContext.close
+
+    def close_after(self, death_sig=None, timeout=timeout_s):
+        return close(self, death_sig, timeout)
+
+    PContext.close = close_after
+
+
 def main(argv=None) -> None:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous.api import RendezvousError
-    from torch.distributed.run import parse_args, run
+    from torch.distributed.run import run
 
     received = []
 

@@ -101,6 +101,26 @@ def test_a_sigterm_to_the_torchrun_agent_saves_every_rank_and_exits_75(straight,
                                                            rel=1e-4)
 
 
+@pytest.mark.parametrize("timeout_s, stops", [(20, True), (1, False)])
+def test_the_agent_gives_the_ranks_the_shutdown_timeout_to_stop_on_every_torch(
+        tmp_path, timeout_s, stops):
+    """Ranks that take 3 s to stop after SIGTERM (a checkpoint) stop by themselves within
+    --shutdown_timeout=20 and are killed after --shutdown_timeout=1. torch 2.9.1's torchrun has
+    no such option (it rejected it, exit 2, and always waited 30 s); launchers.torchrun adds it
+    there, so the SLURM script's 110 s hold on every torch setup.cfg admits."""
+    folder = tmp_path / "ranks"
+    folder.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "launchers.torchrun", "--standalone", "--nproc_per_node=2",
+         f"--shutdown_timeout={timeout_s}", str(REPO / "tests" / "launchers" / "slow_stop.py"),
+         str(folder), "3"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 75, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: torchrun got SIGTERM and passed SIGTERM to every rank")
+    stopped = sorted(p.name for p in folder.glob("stopped-*"))
+    assert stopped == (["stopped-0", "stopped-1"] if stops else []), proc.stderr[-3000:]
+
+
 def test_a_bug_in_a_rank_ends_torchrun_with_status_1_and_one_line_naming_the_rank(tmp_path):
     """(A config problem's status 2 under torchrun: tests/launchers/test_train_e2e.py.)"""
     proc = _run(tmp_path / "w", nproc=2, env={"GINTUNE_RAISE_AT": "step_end:1"}, status=1)
