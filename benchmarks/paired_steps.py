@@ -6,12 +6,14 @@ percent from run to run on a shared 2-core machine) hits all of them alike.
         --runs=a,a_compiled,b,b_compiled
 
 a: the Trainer built from gin/benchmarks/reward.gin through the library's config checks, its
-   `train_step` (a_compiled: with fsdp.compile_blocks=True); b: benchmarks/handwritten.py's
-   model, optimizer and step (b_compiled: each block compiled the same way), on the same
-   examples padded to the batch's longest (the Trainer packs them: Trainer.pack; see
-   benchmarks/packing.py for that comparison). Prints one JSON line: per-step seconds of each
-   contestant and the non-pad tokens of each step. What this
-   leaves out of (a), next to a launcher run, is start-up, W&B and the reports every 10 steps.
+   `train_step` on its own batches, packed as at its defaults (a_compiled: with
+   fsdp.compile_blocks=True); a_padded, a_padded_compiled: the same with Trainer.pack=False, so
+   on exactly the batches (b) takes; b: benchmarks/handwritten.py's model, optimizer and step
+   (b_compiled: each block compiled the same way), on the same examples padded to the batch's
+   longest. (a_padded)/(b) is the Trainer's own cost; (a)/(b) adds what packing saves (see
+   benchmarks/packing.py). Prints one JSON line: per-step seconds of each contestant and the
+   non-pad tokens of each step, the same examples for all. What this leaves out of (a), next to
+   a launcher run, is start-up, W&B and the reports every 10 steps.
 """
 
 import json
@@ -25,7 +27,10 @@ from launchers import cli
 flags.DEFINE_string("data", None, "training pairs.jsonl")
 flags.DEFINE_string("eval_data", None, "eval pairs.jsonl")
 flags.DEFINE_integer("steps", 30, "optimizer steps of each contestant")
-flags.DEFINE_list("runs", "a,b", "contestants: a, a_compiled, b, b_compiled")
+CONTESTANTS = ("a", "a_compiled", "a_padded", "a_padded_compiled", "b", "b_compiled")
+flags.DEFINE_list("runs", "a,b", "contestants: " + ", ".join(CONTESTANTS))
+flags.register_validator("runs", lambda runs: set(runs) <= set(CONTESTANTS),
+                         "contestants are " + ", ".join(CONTESTANTS))
 FLAGS = flags.FLAGS
 
 
@@ -39,35 +44,38 @@ def main(argv):
 
     config.set_search_roots([config.REPO_ROOT])
     dist_info = distributed.init()
-    steppers, batches = {}, None
-    for name in FLAGS.runs:
+    runs = list(dict.fromkeys(FLAGS.runs))
+    if not any(name.startswith("a") for name in runs):
+        raise app.UsageError("--runs needs a Trainer (a, a_compiled, a_padded or "
+                             "a_padded_compiled): it provides the examples")
+    steppers, loaders = {}, {}
+    for name in runs:
         compiled = name.endswith("_compiled")
         if name.startswith("a"):
             config.load(["gin/benchmarks/reward.gin"], [
                 f"train_files=['{FLAGS.data}']", f"eval_files=['{FLAGS.eval_data}']",
-                f"Trainer.num_steps={FLAGS.steps}", f"fsdp.compile_blocks={compiled}"],
+                f"Trainer.num_steps={FLAGS.steps}", f"fsdp.compile_blocks={compiled}",
+                f"Trainer.pack={not name.startswith('a_padded')}"],
                 builds=("Trainer", "Checkpointer"))
             workdir = tempfile.mkdtemp(prefix="gintune-paired-")
             trainer = Trainer(workdir, dist_info, Checkpointer(workdir))
-            steppers[name] = trainer.train_step
-            if batches is None:  # every contestant steps on the first Trainer's examples
-                batches, task = trainer._step_loader(), trainer.task
+            steppers[name], loaders[name] = trainer.train_step, iter(trainer._step_loader())
+            task = trainer.task  # every Trainer's loader yields the same examples each step
         else:
             model, opt = handwritten.build(4, 256, 4, 688, 256, compiled)
             steppers[name] = (lambda m, o: lambda mbs: [handwritten.step(m, o, b)
                                                          for b in mbs])(model, opt)
-    if batches is None:
-        raise app.UsageError("--runs needs a or a_compiled (its Trainer provides the batches)")
     seconds = {name: [] for name in steppers}
     tokens = []
-    for step, micro_batches in enumerate(batches):
+    for step in range(FLAGS.steps):
+        batches = {name: next(loader) for name, loader in loaders.items()}
         padded = [collate([task.data.train[j] for j in indices], task.tokenizer.pad_id)
                   for indices in task.schedule.micro_batches(step)]
         for name, take_step in steppers.items():
             t0 = time.perf_counter()
-            take_step(micro_batches if name.startswith("a") else padded)
+            take_step(batches.get(name, padded))
             seconds[name].append(time.perf_counter() - t0)
-        tokens.append(sum(b["num_tokens"] for b in micro_batches))
+        tokens.append(sum(b["num_tokens"] for b in padded))
     distributed.shutdown()
     print(json.dumps({"step_s": seconds, "tokens": tokens}))
 
