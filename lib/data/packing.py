@@ -11,8 +11,9 @@ order). A pair's two sides are always in the same micro-batch, hence in the same
 
 Measured on CPU (benchmarks/packing.py): with the mask given as an additive float mask, SDPA
 costs about what the causal kernel does per row, so the gain is the padding removed (1.3x to
-1.5x the tokens/s of padded batches for the reward benchmark, 1.5x for SFT). On a GPU a dense mask takes
-SDPA off its flash kernel, so the shipped GPU configs leave packing off until measured there.
+1.5x the tokens/s of padded batches for the reward benchmark, 1.5x for SFT). On a GPU a dense
+mask takes SDPA off its flash kernel, so the shipped GPU configs leave packing off until
+measured there.
 """
 
 from typing import List, Sequence
