@@ -146,7 +146,7 @@ class Checks:
 
     def _launch(self, workdir, files, bindings, expect=0, env=None):
         cmd = launcher_cmd(workdir, files, *bindings, gin_file=self.gin_file)
-        out, err, rc, _, wall = run_measured(cmd, env={"WANDB_MODE": "offline", **(env or {})})
+        out, err, rc, _, wall, _ = run_measured(cmd, env={"WANDB_MODE": "offline", **(env or {})})
         if rc != expect:
             raise LaunchFailed(f"exit {rc}, expected {expect}: {' '.join(cmd[1:])}\n"
                                f"{err[-4000:]}")

@@ -17,9 +17,11 @@ PY = sys.executable
 
 
 def run_measured(cmd, env=None):
-    """Runs cmd to completion; returns (stdout, stderr, returncode, peak RSS in MB, wall s).
+    """Runs cmd to completion; returns (stdout, stderr, returncode, peak RSS in MB, wall s,
+    minor page faults).
 
-    The peak RSS is this child's own (os.wait4), not the running maximum over all children.
+    The peak RSS and the page faults are this child's own (os.wait4), not summed or maximized
+    over all children.
     """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
@@ -30,7 +32,8 @@ def run_measured(cmd, env=None):
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return out.read(), err.read(), proc.returncode, usage.ru_maxrss / 1024, wall
+        return (out.read(), err.read(), proc.returncode, usage.ru_maxrss / 1024, wall,
+                usage.ru_minflt)
 
 
 def steady(step_s, tokens, warmup):
@@ -46,10 +49,12 @@ def launcher_cmd(workdir, files, *bindings, gin_file="gin/benchmarks/reward.gin"
             *(f"--gin_bindings={b}" for b in bindings)]
 
 
-def launcher_run(workdir, files, steps, warmup, *bindings, gin_file="gin/benchmarks/reward.gin"):
+def launcher_run(workdir, files, steps, warmup, *bindings, gin_file="gin/benchmarks/reward.gin",
+                 env=None):
     cmd = launcher_cmd(workdir, files, f"Trainer.num_steps={steps}", *bindings,
                        gin_file=gin_file)
-    out, err, rc, peak, wall = run_measured(cmd, env={"WANDB_MODE": "offline"})
+    out, err, rc, peak, wall, faults = run_measured(cmd, env={"WANDB_MODE": "offline",
+                                                               **(env or {})})
     if rc != 0:
         raise RuntimeError(f"launcher failed:\n{err[-3000:]}")
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -60,7 +65,8 @@ def launcher_run(workdir, files, steps, warmup, *bindings, gin_file="gin/benchma
     result = {"tokens_per_s": sum(r["train/tokens"] for r in windows) / seconds,
               "step_ms_median": 1000 * statistics.median(r["train/step_s_median"]
                                                           for r in windows),
-              "peak_rss_mb": peak, "first_step_s": summary["startup/first_step_s"],
+              "peak_rss_mb": peak, "minor_faults": faults,
+              "first_step_s": summary["startup/first_step_s"],
               "wall_s": wall, "flops_per_token": _flops_per_token(workdir, summary, windows)}
     if "memory/peak_gpu_gb" in summary:
         result["peak_gpu_gb"] = summary["memory/peak_gpu_gb"]

@@ -11,12 +11,14 @@ a: the Trainer built from gin/benchmarks/reward.gin through the library's config
    on exactly the batches (b) takes; b: benchmarks/handwritten.py's model, optimizer and step
    (b_compiled: each block compiled the same way), on the same examples padded to the batch's
    longest. (a_padded)/(b) is the Trainer's own cost; (a)/(b) adds what packing saves (see
-   benchmarks/packing.py). Prints one JSON line: per-step seconds of each contestant and the
-   non-pad tokens of each step, the same examples for all. What this leaves out of (a), next to
+   benchmarks/packing.py). Prints one JSON line: per-step seconds, computed tokens (padding
+   included) and minor page faults of each contestant, and the non-pad tokens of each step,
+   the same examples for all. What this leaves out of (a), next to
    a launcher run, is start-up, W&B and the reports every 10 steps.
 """
 
 import json
+import resource
 import tempfile
 import time
 
@@ -65,19 +67,24 @@ def main(argv):
             model, opt = handwritten.build(4, 256, 4, 688, 256, compiled)
             steppers[name] = (lambda m, o: lambda mbs: [handwritten.step(m, o, b)
                                                          for b in mbs])(model, opt)
-    seconds = {name: [] for name in steppers}
+    seconds, computed, faults = ({name: [] for name in steppers} for _ in range(3))
     tokens = []
     for step in range(FLAGS.steps):
         batches = {name: next(loader) for name, loader in loaders.items()}
         padded = [collate([task.data.train[j] for j in indices], task.tokenizer.pad_id)
                   for indices in task.schedule.micro_batches(step)]
         for name, take_step in steppers.items():
+            micro_batches = batches.get(name, padded)
+            faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t0 = time.perf_counter()
-            take_step(batches.get(name, padded))
+            take_step(micro_batches)
             seconds[name].append(time.perf_counter() - t0)
+            faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0)
+            computed[name].append(sum(b["computed_tokens"] for b in micro_batches))
         tokens.append(sum(b["num_tokens"] for b in padded))
     distributed.shutdown()
-    print(json.dumps({"step_s": seconds, "tokens": tokens}))
+    print(json.dumps({"step_s": seconds, "tokens": tokens, "computed_tokens": computed,
+                      "minor_faults": faults}))
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def handwritten_run(files, steps, warmup, compile_blocks=False, **shape):
            f"--steps={steps}", *(f"--{k}={v}" for k, v in shape.items())]
     if compile_blocks:
         cmd.append("--compile")
-    out, err, rc, peak, wall = run_measured(cmd)
+    out, err, rc, peak, wall, _ = run_measured(cmd)
     if rc != 0:
         raise RuntimeError(f"hand-written loop failed:\n{err[-3000:]}")
     res = json.loads(out.strip().splitlines()[-1])
@@ -75,7 +75,7 @@ def handwritten_run(files, steps, warmup, compile_blocks=False, **shape):
 def paired_run(files, steps, warmup):
     """benchmarks/paired_steps.py: (a) packed and padded, (b), each eager and compiled, in one
     process."""
-    out, err, rc, _, _ = run_measured([
+    out, err, rc, *_ = run_measured([
         PY, "-m", "benchmarks.paired_steps", f"--data={files['train']}",
         f"--eval_data={files['eval']}", f"--steps={steps}",
         "--runs=a,a_compiled,a_padded,a_padded_compiled,b,b_compiled"])
@@ -90,7 +90,7 @@ def trl_run(files, steps, warmup):
         import trl  # noqa: F401
     except ImportError:
         return None
-    out, err, rc, peak, wall = run_measured(
+    out, err, rc, peak, wall, _ = run_measured(
         [PY, "-m", "benchmarks.trl_reward", f"--data={files['train']}", f"--steps={steps}"])
     if rc != 0:
         return {"error": err[-2000:]}
