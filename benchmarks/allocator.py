@@ -1,8 +1,8 @@
-"""Why padded and long CPU batches cost more than their extra tokens: glibc's malloc hands the
-step's largest activations back to the kernel when they are freed, and the next step pays a
-page fault for every 4 KiB of them again. Each figure is measured twice, in separate
-processes: with malloc at its defaults, and with malloc told to keep freed memory
-(KEEP_FREED_MEMORY, glibc's documented tunables).
+"""Why padded CPU batches cost more than their extra tokens: glibc's malloc hands much of a
+padded step's freed activation memory back to the kernel, and the next step pays a page fault
+for every 4 KiB of it again. Each figure is measured twice, in separate processes: with malloc
+at its defaults, and with malloc told to keep freed memory (KEEP_FREED_MEMORY, glibc's
+documented tunables).
 
     python -m benchmarks.allocator     # about 8 minutes on 2 CPU cores
 

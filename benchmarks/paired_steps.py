@@ -13,8 +13,8 @@ a: the Trainer built from gin/benchmarks/reward.gin through the library's config
    longest. (a_padded)/(b) is the Trainer's own cost; (a)/(b) adds what packing saves (see
    benchmarks/packing.py). Prints one JSON line: per-step seconds, computed tokens (padding
    included) and minor page faults of each contestant, and the non-pad tokens of each step,
-   the same examples for all. What this leaves out of (a), next to
-   a launcher run, is start-up, W&B and the reports every 10 steps.
+   the same examples for all. What this leaves out of (a), next to a launcher run, is
+   start-up, W&B and the reports every 10 steps.
 """
 
 import json
