@@ -20,15 +20,14 @@ documented tunables).
 import json
 import pathlib
 import shutil
-import statistics
 import sys
 import tempfile
 
 from absl import flags
 
 from benchmarks import data
-from benchmarks.launches import PY, launcher_run, run_measured, steady
-from benchmarks.reward_throughput import _machine
+from benchmarks.launches import launcher_run
+from benchmarks.reward_throughput import _machine, paired_run
 from launchers import cli
 
 FLAGS = flags.FLAGS  # --steps and --warmup: benchmarks/reward_throughput.py's flags
@@ -40,19 +39,7 @@ ALLOCATORS = {"glibc defaults": {}, "keep freed memory": KEEP_FREED_MEMORY}
 
 
 def paired(files, steps, warmup, env):
-    out, err, rc, *_ = run_measured([
-        PY, "-m", "benchmarks.paired_steps", f"--data={files['train']}",
-        f"--eval_data={files['eval']}", f"--steps={steps}", "--runs=a,a_padded"], env=env)
-    if rc != 0:
-        raise RuntimeError(f"paired steps failed:\n{err[-3000:]}")
-    res = json.loads(out.strip().splitlines()[-1])
-    report = {}
-    for name, seconds in res["step_s"].items():
-        report[name] = steady(seconds, res["tokens"], warmup)
-        report[name]["computed_tokens_per_step"] = statistics.mean(
-            res["computed_tokens"][name][warmup:])
-        report[name]["minor_faults_per_step"] = statistics.mean(
-            res["minor_faults"][name][warmup:])
+    report = paired_run(files, steps, warmup, runs="a,a_padded", env=env)
     report["a/a_padded tokens_per_s"] = (report["a"]["tokens_per_s"]
                                          / report["a_padded"]["tokens_per_s"])
     report["a_padded/a computed tokens"] = (report["a_padded"]["computed_tokens_per_step"]

@@ -72,17 +72,23 @@ def handwritten_run(files, steps, warmup, compile_blocks=False, **shape):
     return result
 
 
-def paired_run(files, steps, warmup):
-    """benchmarks/paired_steps.py: (a) packed and padded, (b), each eager and compiled, in one
-    process."""
+def paired_run(files, steps, warmup, runs="a,a_compiled,a_padded,a_padded_compiled,b,b_compiled",
+               env=None):
+    """benchmarks/paired_steps.py in its own process, by default (a) packed and padded and (b),
+    each eager and compiled: each contestant's steady figures, computed tokens (padding
+    included) and minor page faults per step."""
     out, err, rc, *_ = run_measured([
         PY, "-m", "benchmarks.paired_steps", f"--data={files['train']}",
-        f"--eval_data={files['eval']}", f"--steps={steps}",
-        "--runs=a,a_compiled,a_padded,a_padded_compiled,b,b_compiled"])
+        f"--eval_data={files['eval']}", f"--steps={steps}", f"--runs={runs}"], env=env)
     if rc != 0:
         raise RuntimeError(f"paired steps failed:\n{err[-3000:]}")
     res = json.loads(out.strip().splitlines()[-1])
-    return {name: steady(s, res["tokens"], warmup) for name, s in res["step_s"].items()}
+    report = {}
+    for name, seconds in res["step_s"].items():
+        report[name] = steady(seconds, res["tokens"], warmup)
+        for key in ("computed_tokens", "minor_faults"):
+            report[name][f"{key}_per_step"] = statistics.mean(res[key][name][warmup:])
+    return report
 
 
 def trl_run(files, steps, warmup):
