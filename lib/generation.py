@@ -13,7 +13,7 @@ import torch
 
 @torch.no_grad()
 def complete(model, prompts: Sequence[List[int]], max_new_tokens: int, stop_tokens: List[int],
-             max_seq_len: int) -> List[List[int]]:
+             max_seq_len: int, device: torch.device) -> List[List[int]]:
     """Greedy completions of each prompt, cut after a stop token.
 
     Args:
@@ -22,10 +22,11 @@ def complete(model, prompts: Sequence[List[int]], max_new_tokens: int, stop_toke
       max_new_tokens: at most this many tokens per completion.
       stop_tokens: ids that end a completion (kept in the output).
       max_seq_len: the model's longest sequence (its rotary cache); completions stop there.
+      device: this rank's device.
     """
     from lib.rollout import Sampler, Sampling
 
-    sampler = Sampler(None)
+    sampler = Sampler(None, device)
     sampler.sync(model)
     out = []
     for prompt in prompts:

@@ -61,10 +61,11 @@ def _pick(logits: torch.Tensor, settings: "Sampling", generator) -> torch.Tensor
 class Sampler:
     """Generates completions with the policy's current weights (see the module doc)."""
 
-    def __init__(self, copy: Optional[torch.nn.Module]):
+    def __init__(self, copy: Optional[torch.nn.Module], device: torch.device):
         """`copy`: an unsharded model of the policy's architecture to generate with, for a
-        sharded policy; None generates with the policy itself."""
-        self.copy = copy
+        sharded policy; None generates with the policy itself. `device`: this rank's device,
+        where generation runs (a sharded policy's parameters may sit on the CPU, offloaded)."""
+        self.copy, self.device = copy, device
         self.model = None
 
     def sync(self, model) -> None:
@@ -82,7 +83,13 @@ class Sampler:
             raise RuntimeError(f"the generation copy's weights differ from the policy's: {differ}")
         with torch.no_grad():
             for name, value in theirs.items():
-                mine[name].copy_(value.full_tensor() if isinstance(value, DTensor) else value)
+                if isinstance(value, DTensor):
+                    # Gathered on the device: offloaded shards sit on the CPU, where the
+                    # gather would go through gloo.
+                    value = DTensor.from_local(
+                        value.to_local().to(self.device, non_blocking=True), value.device_mesh,
+                        value.placements, shape=value.shape, stride=value.stride()).full_tensor()
+                mine[name].copy_(value)
         self.model = self.copy
 
     @torch.no_grad()
@@ -95,15 +102,17 @@ class Sampler:
 
         if not settings.greedy and generator is None:
             raise ValueError("sampling needs a generator (greedy=True does not)")
-        model = self.model
-        device = next(model.parameters()).device
-        dtype = next(model.parameters()).dtype
+        model, device = self.model, self.device
+        # The KV cache holds what attention computes in: a sharded policy's parameters are its
+        # fp32 master weights, while under bf16 mixed precision its keys and values are bf16.
+        dtype = getattr(model, "compute_dtype", None) or next(model.parameters()).dtype
         longest, new = max(len(p) for p in prompts), settings.max_new_tokens
-        batch = torch.full((len(prompts), longest), pad_id, dtype=torch.long, device=device)
-        real = torch.zeros((len(prompts), longest + new), dtype=torch.bool, device=device)
+        batch = torch.full((len(prompts), longest), pad_id, dtype=torch.long)
+        real = torch.zeros((len(prompts), longest + new), dtype=torch.bool)
         for i, p in enumerate(prompts):  # left padding: every prompt ends where generation starts
-            batch[i, longest - len(p):] = torch.tensor(p, device=device)
+            batch[i, longest - len(p):] = torch.tensor(p)
             real[i, longest - len(p):] = True
+        batch, real = batch.to(device), real.to(device)  # one copy each, not one per prompt
         # Padding is hidden from every query and positions count real tokens only, so a row's
         # completion does not depend on its neighbours' lengths.
         masks = get_causal_mask_from_padding_mask(real, target_seq_len=longest + new)

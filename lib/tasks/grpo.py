@@ -150,7 +150,7 @@ class GRPOTask(Task):
         # Generation needs an unsharded model: a sharded policy gathers its weights into a
         # copy before each rollout (Sampler.sync), held in the precision the policy computes in.
         self.sampler = Sampler(copies.unsharded(model.compute_dtype) if is_sharded(model)
-                               else None)
+                               else None, self.dist.device)
 
     def checkpointable(self, step: int) -> bool:
         return step % self.cfg.num_passes == 0

@@ -103,7 +103,7 @@ class SFTTask(Task):
             return []
         prompts = [e.tokens[:e.prompt_length] for e in examples]
         outs = complete(model, prompts, self.max_new_tokens, [self.tokenizer.eos_id],
-                        model.max_seq_len)
+                        model.max_seq_len, self.dist.device)
         return [{"prompt": self.tokenizer.decode(p[1:]),
                  "completion": self.tokenizer.decode([t for t in o
                                                       if t != self.tokenizer.eos_id]),

@@ -44,7 +44,7 @@ def test_an_unsharded_copy_takes_the_compute_dtype_and_sync_fills_it():
     assert not any(p.requires_grad for p in copy.parameters())
     caches = [b for n, b in copy.named_buffers() if n.endswith("cache")]
     assert caches and all(b.dtype == torch.float32 for b in caches)  # as FSDP2 keeps buffers
-    sampler = Sampler(copy)
+    sampler = Sampler(copy, CPU.device)
     sampler.sync(model)
     assert sampler.model is copy
     mine = copy.state_dict()

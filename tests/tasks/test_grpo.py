@@ -121,12 +121,13 @@ def test_batched_left_padded_generation_equals_full_forwards_one_prompt_at_a_tim
     prompts = [*by_length.values(), *(p.tokens for p in _prompts(demo_tokenizer, 3))]
     assert len(by_length) == 3  # one-digit numbers make shorter prompts
     settings = Sampling(max_new_tokens=6, stop_tokens=(demo_tokenizer.eos_id,), greedy=True)
-    sampler = Sampler(None)
+    sampler = Sampler(None, torch.device("cpu"))
     sampler.sync(model)
     got = sampler.generate(prompts, settings, demo_tokenizer.pad_id)
     eos = demo_tokenizer.eos_id
     assert got == [_greedy_without_cache(model, p, 6, eos) for p in prompts]
-    assert complete(model, prompts, 6, [eos], 64) == got  # the eval samples' path
+    # the eval samples' path
+    assert complete(model, prompts, 6, [eos], 64, torch.device("cpu")) == got
 
 
 def test_sampling_is_a_function_of_the_generator_seed(demo_tokenizer):
@@ -134,7 +135,7 @@ def test_sampling_is_a_function_of_the_generator_seed(demo_tokenizer):
     prompts = [p.tokens for p in _prompts(demo_tokenizer, 4)] * 4
     settings = Sampling(max_new_tokens=5, stop_tokens=(demo_tokenizer.eos_id,),
                         temperature=1.5, top_p=0.95)
-    sampler = Sampler(None)
+    sampler = Sampler(None, torch.device("cpu"))
     sampler.sync(model)
     draw = lambda seed: sampler.generate(  # noqa: E731
         prompts, settings, demo_tokenizer.pad_id, torch.Generator().manual_seed(seed))
@@ -213,7 +214,7 @@ def test_the_loss_equals_the_per_completion_reference_packed_and_padded(demo_tok
 
 def test_advantages_are_relative_to_the_group(demo_tokenizer):
     task = _task(demo_tokenizer, pack=True)
-    task.sampler = Sampler(None)
+    task.sampler = Sampler(None, torch.device("cpu"))
     model = _model()
     batch = task.rollout(model, task.step_batches()[0])[0]
     assert batch["advantages"].shape == (8,)

@@ -138,11 +138,15 @@ def test_the_sft_demo_config_reads_prompts_and_chosen_replies(search_roots):
 
 @pytest.mark.slow
 def test_eval_samples_reach_the_console_metrics_and_wandb(tmp_path):
+    """In bf16, where the model is sharded (FSDP2) and its parameters are fp32 master weights
+    while attention computes in bf16; the unsharded fp32 model's samples are shown in
+    tests/tasks/test_guarantees.py's SFT runs (one rank, and two, sharded), which take them."""
     from tests.conftest import run_launcher
 
     workdir = tmp_path / "w"
     proc = run_launcher(["--gin_file=gin/sft.gin", "--gin_file=gin/debug/smoke.gin",
-                         "--gin_bindings=sft_task.num_samples=2", f"--workdir={workdir}"])
+                         "--gin_bindings=sft_task.num_samples=2",
+                         "--gin_bindings=fsdp.param_dtype='bfloat16'", f"--workdir={workdir}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("sample @ step 4 | prompt ") == 2
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
