@@ -168,7 +168,7 @@ class DPOTask(Task):
 
             with torch.no_grad(), disable_adapter(model):
                 return self._logps(model, batch)[0]
-        cached = self.cache[split][batch["indices"]].to(self.dist.device)
+        cached = self.cache[split][batch["indices"]].to(self.dist.device, non_blocking=True)
         return torch.cat([cached[:, 0], cached[:, 1]])
 
     # -- the loss -----------------------------------------------------------------------------

@@ -292,13 +292,11 @@ class GRPOTask(Task):
             loss_terms = torch.stack([
                 loss_sum.detach(), (kl * mask).sum(), (was_clipped * mask).sum(),
                 (entropy * mask).sum()])
-        base, per_fn = batch["rollout_sums"]
-        completions, reward, reward_sq, groups, equal, truncated, generated, gen_s = base
-        sums = torch.cat([
-            loss_terms[:1], torch.tensor([completions, reward, reward_sq, groups, equal,
-                                          float(mask.sum())], device=device),
-            loss_terms[1:], torch.tensor([truncated, generated, gen_s], device=device),
-            per_fn.to(device)])
+        # The rollout's sums (completions, reward, reward_sq, groups, equal, then truncated,
+        # generated, generation_s, then per function) reach the device in one copy that does
+        # not wait for the GPU; the token count stays there.
+        host = torch.cat(batch["rollout_sums"]).to(device, non_blocking=True)
+        sums = torch.cat([loss_terms[:1], host[:5], mask.sum()[None], loss_terms[1:], host[5:]])
         return loss_sum, sums
 
     def metrics(self, sums, prefix):

@@ -77,7 +77,7 @@ class SFTTask(Task):
         correct = ((logits.argmax(-1) == targets) & (targets != IGNORE)).sum()
         loss_sum = -logps.sum()
         sums = torch.stack([loss_sum.detach(), correct.float(),
-                            torch.tensor(float(batch["weight"]), device=device)])
+                            torch.full((), float(batch["weight"]), device=device)])
         return loss_sum, sums
 
     def micro_batch_loss(self, model, batch):
