@@ -8,6 +8,8 @@ DTensor dispatch (about 2.5% of a step on the benchmark model). Checkpoints are 
 so a run saved by one process resumes on N and the other way round.
 """
 
+import os
+
 import torch
 from absl import logging
 
@@ -49,15 +51,23 @@ def fsdp(model: torch.nn.Module, dist_info, param_dtype: str = "float32",
       compile_blocks: torch.compile each transformer block's forward (the first steps pay
         compile time; the sequence length becomes a dynamic dimension after the first change).
       cpu_offload: keep sharded parameters, gradients and optimizer state in CPU memory (GPU
-        only), for models that do not fit otherwise.
+        only), for models that do not fit otherwise. The optimizer step then runs on the CPU,
+        with the node's CPUs shared among its ranks (torch.set_num_threads).
       reshard_after_forward: free gathered parameters after each block's forward (less
         memory) instead of keeping them for backward (less communication).
       shard_single_process: wrap with FSDP2 at world size 1 as well, e.g. to reproduce
         FSDP-specific behaviour without torchrun (costs about 2.5% of a CPU step).
     """
     on_meta = next(model.parameters()).is_meta  # built for streaming (lib/models/streaming)
-    if not on_meta:
+    if not on_meta and not cpu_offload:
+        # Offloaded, fully_shard moves one block at a time to the device and its shards back:
+        # moving the whole model first would need the device memory offloading is for.
         model.to(dist_info.device)
+    if cpu_offload:
+        torch.set_num_threads(offload_threads())
+        if dist_info.is_main:
+            logging.info("fsdp.cpu_offload: the optimizer step and gradient clipping run on the "
+                         "CPU, %d threads per rank", torch.get_num_threads())
     unwrapped = (dist_info.world_size == 1 and param_dtype == "float32" and not cpu_offload
                  and not shard_single_process)
     if activation_checkpointing:
@@ -104,6 +114,14 @@ def fsdp(model: torch.nn.Module, dist_info, param_dtype: str = "float32",
                 if hasattr(module, "rope_init"):  # RoPE caches: buffers outside the state dict
                     module.rope_init()
     return model
+
+
+def offload_threads() -> int:
+    """CPU threads per rank for offloaded parameters' work: this node's CPUs shared among its
+    ranks. torchrun sets OMP_NUM_THREADS=1 when it starts several processes per node, which
+    would leave each rank's optimizer step on one core (torchtune resets it likewise)."""
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, len(os.sched_getaffinity(0)) // ranks)
 
 
 def is_sharded(model: torch.nn.Module) -> bool:

@@ -38,3 +38,16 @@ def test_cpu_offload_is_refused_without_a_gpu(tmp_path):
     proc = run_launcher([*SMOKE, "--gin_bindings=fsdp.cpu_offload=True", "--validate_only"])
     assert proc.returncode == 2
     assert "fsdp: cpu_offload=True moves parameters from a GPU to the CPU" in proc.stderr
+
+
+def test_offloaded_ranks_share_the_nodes_cpus(monkeypatch):
+    """torchrun leaves OMP_NUM_THREADS=1 for several ranks a node; offloading resets it."""
+    from lib.parallel import offload_threads
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert offload_threads() == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert offload_threads() == 1
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert offload_threads() == 16
