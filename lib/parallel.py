@@ -33,6 +33,7 @@ def _check(view):
 def fsdp(model: torch.nn.Module, dist_info, param_dtype: str = "float32",
          activation_checkpointing: bool = False, compile_blocks: bool = False,
          cpu_offload: bool = False, reshard_after_forward: bool = True,
+         defer_gradient_sync: bool = False,
          shard_single_process: bool = False) -> torch.nn.Module:
     """Shards `model` with FSDP2 over all ranks, block by block, then the root.
 
@@ -55,6 +56,11 @@ def fsdp(model: torch.nn.Module, dist_info, param_dtype: str = "float32",
         with the node's CPUs shared among its ranks (torch.set_num_threads).
       reshard_after_forward: free gathered parameters after each block's forward (less
         memory) instead of keeping them for backward (less communication).
+      defer_gradient_sync: with gradient accumulation, reduce-scatter gradients once a step,
+        after the last micro-batch, instead of after each: less communication, but until then
+        every rank holds the whole model's gradients unsharded in fp32 (4 bytes a parameter).
+        Off (default), a rank's gradients never exceed its shard, as in torchtune and
+        torchtitan.
       shard_single_process: wrap with FSDP2 at world size 1 as well, e.g. to reproduce
         FSDP-specific behaviour without torchrun (costs about 2.5% of a CPU step).
     """
@@ -88,10 +94,12 @@ def fsdp(model: torch.nn.Module, dist_info, param_dtype: str = "float32",
         if dist_info.is_main:
             logging.info("one process in float32: the model is not wrapped with FSDP2 "
                          "(fsdp.shard_single_process=True wraps it)")
-            if not reshard_after_forward:
-                logging.warning("fsdp.reshard_after_forward=False has no effect on an "
-                                "unwrapped model (it applies from 2 processes, or with "
-                                "fsdp.shard_single_process=True)")
+            for binding, inert in (("reshard_after_forward=False", not reshard_after_forward),
+                                   ("defer_gradient_sync=True", defer_gradient_sync)):
+                if inert:
+                    logging.warning("fsdp.%s has no effect on an unwrapped model (it applies "
+                                    "from 2 processes, or with fsdp.shard_single_process=True)",
+                                    binding)
         return model
     # Imported here: torch.distributed.fsdp takes about 0.7 s to import, which the config-only
     # commands (--validate_only, listing configurables) should not pay.
@@ -107,6 +115,7 @@ def fsdp(model: torch.nn.Module, dist_info, param_dtype: str = "float32",
     for layer in model.layers:
         fully_shard(layer, **options)
     model = fully_shard(model, **options)
+    model.defer_gradient_sync = defer_gradient_sync  # read by the Trainer's step
     if on_meta:  # allocate this rank's shards only; the caller fills them
         model.to_empty(device=dist_info.device)
         with torch.device(dist_info.device):

@@ -327,7 +327,7 @@ class Trainer:
         # mean over the global batch however it is split.
         share = self._global_weight(micro_batches) / self.dist.world_size
         for i, batch in enumerate(micro_batches):
-            if self.sharded:  # reduce-scatter gradients on the last micro-batch only
+            if self.sharded and self.model.defer_gradient_sync:  # on the last one only
                 self.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
             loss_sum, batch_sums = self.task.micro_batch_loss(self.model, batch)
             (loss_sum / share).backward()

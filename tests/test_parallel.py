@@ -24,6 +24,8 @@ def _final_train_loss(workdir):
     (["fsdp.compile_blocks=True"], 1e-4, False),  # inductor on CPU (a minute of compiling)
     (["fsdp.shard_single_process=True"], 1e-5, True),
     (["fsdp.shard_single_process=True", "fsdp.reshard_after_forward=False"], 1e-5, True),
+    # two micro-batches a step: gradients reduced after each (default), or once after both
+    (["fsdp.shard_single_process=True", "fsdp.defer_gradient_sync=True"], 1e-5, True),
 ])
 def test_option_runs_on_cpu_and_trains_alike(tmp_path, bindings, rel, wrapped):
     """At world size 1, FSDP2 wraps the model only for bf16 or when asked to."""
@@ -32,6 +34,16 @@ def test_option_runs_on_cpu_and_trains_alike(tmp_path, bindings, rel, wrapped):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _final_train_loss(tmp_path / "w") == pytest.approx(EXPECTED_LOSS_AT_4, rel=rel)
     assert ("model is not wrapped with FSDP2" not in proc.stderr) == wrapped
+
+
+def test_options_an_unwrapped_model_ignores_are_named(tmp_path):
+    proc = run_launcher([*SMOKE, "--gin_bindings=fsdp.reshard_after_forward=False",
+                         "--gin_bindings=fsdp.defer_gradient_sync=True",
+                         f"--workdir={tmp_path / 'w'}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for binding in ("reshard_after_forward=False", "defer_gradient_sync=True"):
+        assert (f"fsdp.{binding} has no effect on an unwrapped model (it applies from 2 "
+                "processes, or with fsdp.shard_single_process=True)") in proc.stderr
 
 
 def test_cpu_offload_is_refused_without_a_gpu(tmp_path):
