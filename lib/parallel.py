@@ -114,6 +114,13 @@ def fsdp(model: torch.nn.Module, dist_info, param_dtype: str = "float32",
         options["offload_policy"] = CPUOffloadPolicy()
     for layer in model.layers:
         fully_shard(layer, **options)
+    head = getattr(model, "output", None)
+    if isinstance(head, torch.nn.Linear) and head.out_features == 1 and param_dtype != "float32":
+        # A scalar head (a reward model's) computes in fp32, on the final norm's output cast
+        # up: bf16 keeps 8 significant bits (steps of 1/16 at a reward of 8), which would turn
+        # close pairs into ties; it is one row of weights.
+        fully_shard(head, **dict(options, mp_policy=MixedPrecisionPolicy(
+            param_dtype=torch.float32, reduce_dtype=torch.float32)))
     model = fully_shard(model, **options)
     model.defer_gradient_sync = defer_gradient_sync  # read by the Trainer's step
     if on_meta:  # allocate this rank's shards only; the caller fills them

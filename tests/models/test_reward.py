@@ -56,3 +56,26 @@ def test_reward_depends_on_the_last_real_token(model):
 def test_dropout_is_off_by_default(model):
     assert all(layer.attn.attn_dropout == 0.0 for layer in model.layers)
     assert model.output.out_features == 1 and model.output.bias is None
+
+
+@pytest.mark.parametrize("head", ["reward", "lm"])
+def test_under_bf16_a_scalar_head_computes_in_fp32_and_an_lm_head_in_bf16(head):
+    """FSDP2 with bf16 compute, in one process: the reward head's input is cast up and its
+    matmul runs in fp32 (a bf16 reward would make close pairs ties); the vocabulary projection
+    stays in bf16."""
+    from lib import distributed
+    from lib.parallel import fsdp
+
+    torch.manual_seed(0)
+    model = fsdp.__wrapped__(llama3_model.__wrapped__(head, **ARCH), distributed.init(),
+                             param_dtype="bfloat16")
+    seen = []
+    model.output.register_forward_hook(lambda m, args, out: seen.append(
+        (args[0].dtype, out.dtype)))
+    with torch.no_grad():
+        out = model(torch.randint(0, ARCH["vocab_size"], (4, 16)))
+    want = torch.float32 if head == "reward" else torch.bfloat16
+    assert seen == [(want, want)]
+    assert out.dtype == torch.float32  # the decoder casts its output up either way
+    rounded = out.to(torch.bfloat16).float()
+    assert (not torch.equal(rounded, out)) == (head == "reward")
