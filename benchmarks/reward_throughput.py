@@ -21,8 +21,9 @@ throughput against sequence length and batch size, and checkpoint save time (syn
 against the disk's sequential write speed.
 
 The GPU preset (gin/benchmarks/reward_gpu.gin) runs (a) only: benchmarks/gpu_checks.py says
-what, in which order (bf16 and fp32, compiled and eager, packed, a preemption and resume), with
-MFU against the GPU's datasheet bf16 peak and against a bf16 matmul measured on it.
+what, in which order (a preflight of the GPU's process group and a matmul, then bf16 and fp32,
+compiled and eager, packed, a preemption and resume), with MFU against the GPU's datasheet bf16
+peak and against a bf16 matmul measured on it.
 """
 
 import json
@@ -51,8 +52,10 @@ flags.DEFINE_bool("checkpoints", True, "also measure checkpoint save time")
 flags.DEFINE_float("peak_tflops", None, "the GPU preset's peak for MFU, where the device's "
                    "name is not in benchmarks/mfu.py's datasheet table")
 flags.DEFINE_float("budget_s", None, "--preset=gpu: start a check only while more time is "
-                   "left than the longest check so far took (benchmarks/gpu_checks.py)")
-flags.DEFINE_string("out", None, "--preset=gpu: also write the report here, after every check")
+                   "left than a check of its kind is expected to take, and kill a launch 60 s "
+                   "after the budget ends (benchmarks/gpu_checks.py)")
+flags.DEFINE_string("out", None, "--preset=gpu: also write the report here, before and after "
+                    "every check")
 flags.DEFINE_bool("rehearse", False, "--preset=gpu: run the GPU sequence on the CPU with the CPU "
                   "preset's model, to check the sequence (its figures say nothing of a GPU)")
 FLAGS = flags.FLAGS
