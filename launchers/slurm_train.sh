@@ -45,7 +45,8 @@
 #SBATCH --open-mode=append
 set -euo pipefail
 
-GPUS_PER_NODE=${GPUS_PER_NODE:-8}
+# One rank per GPU SLURM gave this node (--gpus-per-node above); GPUS_PER_NODE=... overrides.
+GPUS_PER_NODE=${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-8}}
 WORKDIR=${WORKDIR:-runs/${SLURM_JOB_NAME}-${SLURM_JOB_ID}}
 HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 # The rendezvous port on the first node, from the job id: two jobs that share a node (each on

@@ -34,7 +34,8 @@ TIMEOUT_VARIABLE = "GINTUNE_COLLECTIVE_TIMEOUT_S"
 
 class StartProblem(Exception):
     """What stops the ranks starting together, found before they try: a node gloo could not
-    connect (or connect to), a collective timeout that is not a number of seconds."""
+    connect (or connect to), a collective timeout that is not a number of seconds, more ranks
+    on a node than it has GPUs."""
 
 
 def collective_timeout_s() -> float:
@@ -59,6 +60,12 @@ def init() -> DistInfo:
     # (metric sums, the stop flag): an nccl-only group refuses CPU tensors.
     backend = "cpu:gloo,cuda:nccl" if use_cuda else "gloo"
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if use_cuda and local_rank >= torch.cuda.device_count():
+        raise StartProblem(
+            f"LOCAL_RANK={local_rank}, but this node has {torch.cuda.device_count()} visible "
+            f"GPU(s) (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')})"
+            ": start at most one process per GPU (torchrun's --nproc_per_node; GPUS_PER_NODE "
+            "for launchers/slurm_train.sh)")
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)

@@ -164,6 +164,26 @@ def test_an_interface_this_machine_lacks_is_refused_before_anything_starts(tmp_p
     assert not (tmp_path / "w").exists()
 
 
+def test_more_ranks_on_a_node_than_gpus_is_refused_before_any_device_is_touched(monkeypatch):
+    """As a start-up problem: status 2 and one line (the path the collective timeout's test
+    below runs end to end), instead of CUDA's "invalid device ordinal" from set_device."""
+    import torch
+
+    import lib.distributed as distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: pytest.fail("touched"))
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with pytest.raises(distributed.StartProblem) as e:
+        distributed.init()
+    assert str(e.value) == (
+        "LOCAL_RANK=2, but this node has 2 visible GPU(s) (CUDA_VISIBLE_DEVICES=0,1): start at "
+        "most one process per GPU (torchrun's --nproc_per_node; GPUS_PER_NODE for "
+        "launchers/slurm_train.sh)")
+
+
 @pytest.mark.parametrize("value", ["ten", "0", "-5", "inf"])
 def test_a_collective_timeout_that_is_not_a_positive_number_is_refused(tmp_path, value):
     proc = run_launcher(["--gin_file=gin/reward.gin", "--gin_file=gin/debug/smoke.gin",
