@@ -194,6 +194,27 @@ def lost_peer(e: BaseException) -> str | None:
     return next((gone.format(f"gloo: {m}") for m in _LOST_PEER if m in str(e)), None)
 
 
+NVIDIA_GPUS = "/proc/driver/nvidia/gpus"  # one folder per GPU where the NVIDIA driver runs
+
+
+def idle_gpus() -> str | None:
+    """Why a run on the CPU leaves this machine's NVIDIA GPUs idle, when it does: a CPU build
+    of torch, or a CUDA build that cannot reach them. None without GPUs, or when
+    CUDA_VISIBLE_DEVICES hides them on purpose."""
+    gpus = len(os.listdir(NVIDIA_GPUS)) if os.path.isdir(NVIDIA_GPUS) else 0
+    if not gpus or torch.cuda.is_available():
+        return None
+    if torch.version.cuda is None:
+        return (f"this machine has {gpus} NVIDIA GPU(s), but torch {torch.__version__} is a CPU "
+                "build, so training runs on the CPU: for the GPUs, run `make setup "
+                "PYTHON=<a python with a CUDA build of torch>`, which keeps that torch")
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return None
+    return (f"this machine has {gpus} NVIDIA GPU(s), but torch {torch.__version__} (CUDA "
+            f"{torch.version.cuda}) cannot use them (torch.cuda.is_available() is False: is the "
+            "driver older than that CUDA?), so training runs on the CPU")
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

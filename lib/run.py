@@ -81,6 +81,9 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
         workdir.mkdir(parents=True, exist_ok=True)
         _log_to_file(workdir / "train.log")
         logging.info("workdir: %s", workdir)
+        idle = distributed.idle_gpus() if dist_info.device.type == "cpu" else None
+        if idle:
+            logging.warning(idle)
         run_info.write(workdir / "run_info.json",
                        run_info.collect(argv, dist_info.world_size, config.REPO_ROOT))
         copies.write(workdir, cfg.files, cfg.roots)

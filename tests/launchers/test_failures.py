@@ -184,6 +184,32 @@ def test_more_ranks_on_a_node_than_gpus_is_refused_before_any_device_is_touched(
         "launchers/slurm_train.sh)")
 
 
+def test_a_cpu_run_names_the_nvidia_gpus_it_leaves_idle(monkeypatch, tmp_path):
+    """The warning at the start of a run on the CPU (lib/run.py) where the driver lists GPUs."""
+    import torch
+
+    import lib.distributed as distributed
+
+    monkeypatch.setattr(distributed, "NVIDIA_GPUS", str(tmp_path))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert distributed.idle_gpus() is None  # no GPU
+    (tmp_path / "0000:18:00.0").mkdir()
+    (tmp_path / "0000:2a:00.0").mkdir()
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert distributed.idle_gpus() == (
+        f"this machine has 2 NVIDIA GPU(s), but torch {torch.__version__} is a CPU build, so "
+        "training runs on the CPU: for the GPUs, run `make setup PYTHON=<a python with a CUDA "
+        "build of torch>`, which keeps that torch")
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    assert distributed.idle_gpus() == (
+        f"this machine has 2 NVIDIA GPU(s), but torch {torch.__version__} (CUDA 13.0) cannot "
+        "use them (torch.cuda.is_available() is False: is the driver older than that CUDA?), "
+        "so training runs on the CPU")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # hidden on purpose
+    assert distributed.idle_gpus() is None
+
+
 @pytest.mark.parametrize("value", ["ten", "0", "-5", "inf"])
 def test_a_collective_timeout_that_is_not_a_positive_number_is_refused(tmp_path, value):
     proc = run_launcher(["--gin_file=gin/reward.gin", "--gin_file=gin/debug/smoke.gin",
