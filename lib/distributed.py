@@ -247,6 +247,15 @@ def broadcast_object(obj):
     return box[0]
 
 
+def gather_object(obj) -> list:
+    """Every rank's `obj`, by rank, on every rank."""
+    if dist.get_world_size() == 1:
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def check_same_config(text: str) -> None:
     """Raises ConfigError on every rank unless all ranks hold the same config text.
 
@@ -256,8 +265,7 @@ def check_same_config(text: str) -> None:
 
     if dist.get_world_size() == 1:
         return
-    texts = [None] * dist.get_world_size()
-    dist.all_gather_object(texts, text)
+    texts = gather_object(text)
     differing = [r for r, t in enumerate(texts) if t != texts[0]]
     if differing:
         r = differing[0]

@@ -1,7 +1,8 @@
 """One training run, from a checked config to an exit status.
 
-Start-up, in order: the process group; every rank checks it holds the same config; the workdir
-and its checkpoints (incomplete ones removed); the resume point, whose saved config is compared
+Start-up, in order: the process group; every rank checks it holds the same config; on several
+nodes, that every node sees the workdir; the workdir and its checkpoints (incomplete ones
+removed); the resume point, whose saved config is compared
 with this one; the components (which write nothing, so a bad value leaves no workdir); then
 the workdir files, the loggers, the signal handlers, and training.
 
@@ -13,8 +14,12 @@ by SIGTERM/SIGINT/SIGUSR1 after saving a checkpoint (run the same command again 
 """
 
 import datetime
+import os
 import pathlib
+import secrets
 import signal
+import socket
+import time
 import traceback
 from typing import Optional, Sequence
 
@@ -68,6 +73,9 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
         workdir = pathlib.Path(distributed.broadcast_object(
             str(pathlib.Path(workdir).resolve()) if workdir else
             str(default_workdir(first_gin_file))))
+        unshared = _unshared_workdir(workdir, dist_info)
+        if unshared:
+            raise RunError(unshared, EXIT_CONFIG, every_node=True)
         checkpointer = Checkpointer(str(workdir))
         checkpointer.clean_up()
         distributed.barrier()
@@ -148,6 +156,63 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         logger.finish()
+
+
+PROBE_WAIT_S = 30.0  # how long each other node looks for rank 0's probe file in the workdir
+
+
+def _unshared_workdir(workdir: pathlib.Path, dist_info) -> Optional[str]:
+    """On several nodes: why the workdir is not one folder that every node sees, else None.
+
+    Every rank writes its shards of each checkpoint into the workdir, and rank 0 alone marks
+    a checkpoint complete; on a disk each node sees alone, no checkpoint could be resumed. Rank
+    0 writes a probe file there, and each other node's first rank waits up to PROBE_WAIT_S to
+    read it. The probe is removed, and so is the workdir if rank 0 made it and a node cannot
+    see it."""
+    if int(os.environ.get("GROUP_WORLD_SIZE", 1)) <= 1:
+        return None
+    token, made = secrets.token_hex(8), False
+    if dist_info.is_main:
+        try:
+            made = not workdir.exists()
+            workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / f".node-probe-{token}").write_text(token)
+        except OSError as e:
+            token = f"error: cannot write into the workdir {workdir}: {e.strerror}"
+    token = distributed.broadcast_object(token)
+    if token.startswith("error: "):
+        return token[len("error: "):]
+    probe = workdir / f".node-probe-{token}"
+    seen = True
+    if dist_info.local_rank == 0 and not dist_info.is_main:
+        seen = _appears(probe, token, PROBE_WAIT_S)
+    blind = [host for host, ok in distributed.gather_object((socket.gethostname(), seen))
+             if not ok]
+    if dist_info.is_main:
+        probe.unlink(missing_ok=True)
+        if blind and made:
+            workdir.rmdir()
+    if not blind:
+        return None
+    more = f" (and {len(blind) - 1} more node(s))" if len(blind) > 1 else ""
+    return (f"the workdir {workdir} is not one folder every node sees: node {blind[0]}{more} "
+            f"did not see a file rank 0 wrote there within {PROBE_WAIT_S:g} s. Every rank "
+            "writes its shards of each checkpoint there, so put --workdir on a file system "
+            "that all nodes mount")
+
+
+def _appears(path: pathlib.Path, text: str, wait_s: float) -> bool:
+    """Whether the file at `path` holds `text` within `wait_s` seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if path.read_text() == text:
+                return True
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
 
 
 def _resume_point(checkpointer: Checkpointer, resume_from: str, is_main: bool):

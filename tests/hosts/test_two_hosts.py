@@ -73,12 +73,15 @@ def _hosts_files(*styles):
             f.write(f"127.0.0.1 localhost\n{own} node{n}\n{NET}.{other} node{other}\n")
 
 
-def _start_nodes(workdir, envs=({}, {}), extra=()):
-    """Starts both nodes' torchrun (stderr piped) and returns the processes."""
+def _start_nodes(workdir, envs=({}, {}), extra=(), hidden_on_node2=None):
+    """Starts both nodes' torchrun (stderr piped) and returns the processes. hidden_on_node2:
+    a folder node2 sees as an empty file system of its own (a tmpfs mounted over it there)."""
     procs = []
     for n, env in enumerate(envs, 1):
-        cmd = ["ip", "netns", "exec", NAMESPACES[n - 1], "unshare", "--uts", "sh", "-c",
-               'hostname "$0" && exec "$@"', f"node{n}",
+        hide = hidden_on_node2 if n == 2 else None
+        setup = f'mount -t tmpfs gintune-private "{hide}" && ' if hide else ""
+        cmd = ["ip", "netns", "exec", NAMESPACES[n - 1], "unshare", "--uts", "--mount", "sh",
+               "-c", setup + 'hostname "$0" && exec "$@"', f"node{n}",
                sys.executable, "-m", "launchers.torchrun", "--nnodes=2", "--nproc_per_node=1",
                "--rdzv_backend=c10d", "--rdzv_endpoint=node1:29400", "--rdzv_id=two-hosts",
                "-m", "launchers.train", *TRAIN, *extra, f"--workdir={workdir}"]
@@ -88,9 +91,9 @@ def _start_nodes(workdir, envs=({}, {}), extra=()):
     return procs
 
 
-def _run_nodes(workdir, envs=({}, {}), extra=()):
+def _run_nodes(workdir, envs=({}, {}), extra=(), hidden_on_node2=None):
     """Runs both nodes' torchrun to their end; returns their (status, stderr)."""
-    procs = _start_nodes(workdir, envs, extra)
+    procs = _start_nodes(workdir, envs, extra, hidden_on_node2)
     return [(p.returncode, err) for p in procs for err in [p.communicate(timeout=300)[1]]]
 
 
@@ -153,6 +156,23 @@ def test_an_interface_missing_on_one_node_stops_every_node(hosts, tmp_path):
     assert _errors(log2)[0] == f"error: {problem}", log2[-3000:]
     assert _errors(log1)[0] == f"error: node node2 cannot take part in the run: {problem}"
     assert not (tmp_path / "w").exists()
+
+
+def test_a_workdir_one_node_cannot_see_stops_every_node_before_anything_starts(hosts, tmp_path):
+    """node2 has a file system of its own where the workdir is (as a relative --workdir on
+    each node's local disk would be): no checkpoint could be resumed, so both nodes stop with
+    status 2 and the same line, after the 30 s node2 waits, and node1's workdir is removed."""
+    _hosts_files("network", "network")
+    workdir = tmp_path / "w"
+    (one, log1), (two, log2) = _run_nodes(workdir, hidden_on_node2=tmp_path)
+    assert (one, two) == (2, 2), (log1[-3000:], log2[-3000:])
+    problem = (f"error: the workdir {workdir} is not one folder every node sees: node node2 did "
+               "not see a file rank 0 wrote there within 30 s. Every rank writes its shards of "
+               "each checkpoint there, so put --workdir on a file system that all nodes mount")
+    for log in (log1, log2):
+        assert _errors(log)[0] == problem, log[-3000:]
+        assert "Traceback" not in log
+    assert not workdir.exists()
 
 
 def test_a_network_cut_ends_both_nodes_and_the_run_resumes_once_it_is_back(hosts, tmp_path):
