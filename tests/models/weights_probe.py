@@ -8,11 +8,10 @@ LoRA's digest of the frozen base, or None, "rank_0_full_model": whether rank 0 b
 model}.
 """
 
-import sys
 
 import torch
-from absl import app
 
+from launchers import cli
 from launchers.train import BUILDS, FLAGS  # its --gin_file and --gin_bindings flags
 
 
@@ -43,4 +42,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    # Ended as the launchers end (no interpreter teardown), which gloo's worker threads, still
+    # freeing a collective's tensors, would otherwise abort after a finished run.
+    cli.run(main)

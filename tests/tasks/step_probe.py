@@ -8,11 +8,10 @@ when the optimizer is about to step (after accumulation, the reduce over ranks a
 gathered to full tensors, and rank 0 writes them with the step's metrics.
 """
 
-import sys
 
 import torch
-from absl import app
 
+from launchers import cli
 from launchers.train import BUILDS, FLAGS  # its --gin_file and --gin_bindings flags
 
 
@@ -50,4 +49,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    # Ended as the launchers end (no interpreter teardown), which gloo's worker threads, still
+    # freeing a collective's tensors, would otherwise abort after a finished run.
+    cli.run(main)
