@@ -166,9 +166,9 @@ def _unshared_workdir(workdir: pathlib.Path, dist_info) -> Optional[str]:
 
     Every rank writes its shards of each checkpoint into the workdir, and rank 0 alone marks
     a checkpoint complete; on a disk each node sees alone, no checkpoint could be resumed. Rank
-    0 writes a probe file there, and each other node's first rank waits up to PROBE_WAIT_S to
-    read it. The probe is removed, and so is the workdir if rank 0 made it and a node cannot
-    see it."""
+    0 writes a probe file there, and each other node's first rank waits up to PROBE_WAIT_S (or
+    half the collective timeout, if less) to read it. The probe is removed, and so is the
+    workdir if rank 0 made it and a node cannot see it."""
     if int(os.environ.get("GROUP_WORLD_SIZE", 1)) <= 1:
         return None
     token, made = secrets.token_hex(8), False
@@ -183,9 +183,11 @@ def _unshared_workdir(workdir: pathlib.Path, dist_info) -> Optional[str]:
     if token.startswith("error: "):
         return token[len("error: "):]
     probe = workdir / f".node-probe-{token}"
+    # Within the collective timeout, which the other ranks wait under meanwhile.
+    wait_s = min(PROBE_WAIT_S, distributed.collective_timeout_s() / 2)
     seen = True
     if dist_info.local_rank == 0 and not dist_info.is_main:
-        seen = _appears(probe, token, PROBE_WAIT_S)
+        seen = _appears(probe, token, wait_s)
     blind = [host for host, ok in distributed.gather_object((socket.gethostname(), seen))
              if not ok]
     if dist_info.is_main:
@@ -196,7 +198,7 @@ def _unshared_workdir(workdir: pathlib.Path, dist_info) -> Optional[str]:
         return None
     more = f" (and {len(blind) - 1} more node(s))" if len(blind) > 1 else ""
     return (f"the workdir {workdir} is not one folder every node sees: node {blind[0]}{more} "
-            f"did not see a file rank 0 wrote there within {PROBE_WAIT_S:g} s. Every rank "
+            f"did not see a file rank 0 wrote there within {wait_s:g} s. Every rank "
             "writes its shards of each checkpoint there, so put --workdir on a file system "
             "that all nodes mount")
 

@@ -161,13 +161,15 @@ def test_an_interface_missing_on_one_node_stops_every_node(hosts, tmp_path):
 def test_a_workdir_one_node_cannot_see_stops_every_node_before_anything_starts(hosts, tmp_path):
     """node2 has a file system of its own where the workdir is (as a relative --workdir on
     each node's local disk would be): no checkpoint could be resumed, so both nodes stop with
-    status 2 and the same line, after the 30 s node2 waits, and node1's workdir is removed."""
+    status 2 and the same line, and node1's workdir is removed. node2 waits 30 s for the probe,
+    or half the collective timeout where that is shorter (10 s here)."""
     _hosts_files("network", "network")
     workdir = tmp_path / "w"
-    (one, log1), (two, log2) = _run_nodes(workdir, hidden_on_node2=tmp_path)
+    env = {"GINTUNE_COLLECTIVE_TIMEOUT_S": "20"}
+    (one, log1), (two, log2) = _run_nodes(workdir, (env, env), hidden_on_node2=tmp_path)
     assert (one, two) == (2, 2), (log1[-3000:], log2[-3000:])
     problem = (f"error: the workdir {workdir} is not one folder every node sees: node node2 did "
-               "not see a file rank 0 wrote there within 30 s. Every rank writes its shards of "
+               "not see a file rank 0 wrote there within 10 s. Every rank writes its shards of "
                "each checkpoint there, so put --workdir on a file system that all nodes mount")
     for log in (log1, log2):
         assert _errors(log)[0] == problem, log[-3000:]
