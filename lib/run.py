@@ -1,10 +1,10 @@
 """One training run, from a checked config to an exit status.
 
 Start-up, in order: the process group; every rank checks it holds the same config; on several
-nodes, that every node sees the workdir; the workdir and its checkpoints (incomplete ones
-removed); the resume point, whose saved config is compared
-with this one; the components (which write nothing, so a bad value leaves no workdir); then
-the workdir files, the loggers, the signal handlers, and training.
+nodes, that every node sees the workdir (rank 0 makes it for that); the workdir and its
+checkpoints (incomplete ones removed); the resume point, whose saved config is compared with
+this one; the components (which write nothing, so a bad value leaves no workdir, or on several
+nodes an empty one); then the workdir files, the loggers, the signal handlers, and training.
 
 Exit status: 0 done; 1 an unexpected error (a bug: its traceback, then a last line saying what
 the run was doing); 2 a config or data problem (nothing trained), or a checkpoint that cannot
@@ -171,17 +171,17 @@ def _unshared_workdir(workdir: pathlib.Path, dist_info) -> Optional[str]:
     workdir if rank 0 made it and a node cannot see it."""
     if int(os.environ.get("GROUP_WORLD_SIZE", 1)) <= 1:
         return None
-    token, made = secrets.token_hex(8), False
+    token, made, problem = secrets.token_hex(8), False, None
     if dist_info.is_main:
         try:
             made = not workdir.exists()
             workdir.mkdir(parents=True, exist_ok=True)
             (workdir / f".node-probe-{token}").write_text(token)
         except OSError as e:
-            token = f"error: cannot write into the workdir {workdir}: {e.strerror}"
-    token = distributed.broadcast_object(token)
-    if token.startswith("error: "):
-        return token[len("error: "):]
+            problem = f"cannot write into the workdir {workdir}: {e.strerror}"
+    token, problem = distributed.broadcast_object((token, problem))
+    if problem:
+        return problem
     probe = workdir / f".node-probe-{token}"
     # Within the collective timeout, which the other ranks wait under meanwhile.
     wait_s = min(PROBE_WAIT_S, distributed.collective_timeout_s() / 2)
