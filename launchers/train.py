@@ -47,12 +47,19 @@ def main(argv):
     from third_party.torchao_logging import silence_no_triton_warning
 
     silence_no_triton_warning()
+    problems = config.search_path_problems(FLAGS.gin_search_path)
+    if problems:
+        _fail("; ".join(problems))
     config.set_search_roots(config.search_path(FLAGS.gin_search_path))
     if not FLAGS.gin_file:
         _fail("give at least one --gin_file, e.g. --gin_file=gin/reward.gin")
+    world_size = os.environ.get("WORLD_SIZE", "1")
+    if not (world_size.isdigit() and int(world_size) >= 1):
+        _fail(f"WORLD_SIZE={world_size!r} is not a number of ranks (a whole number >= 1; set by "
+              "torchrun, or by hand for --validate_only)")
     try:
         cfg = config.load(FLAGS.gin_file, FLAGS.gin_bindings, builds=BUILDS,
-                          world_size=int(os.environ.get("WORLD_SIZE", 1)))
+                          world_size=int(world_size))
     except config.ConfigError as e:
         _fail(str(e))
     for warning in cfg.warnings:

@@ -72,6 +72,15 @@ def search_path(flags: Sequence[str]) -> List[pathlib.Path]:
     return roots
 
 
+def search_path_problems(flags: Sequence[str]) -> List[str]:
+    """The --gin_search_path flags and $GINTUNE_GIN_PATH entries that are not directories: a
+    root that does not exist finds nothing, so a typo in one would go unnoticed."""
+    env = [d for d in os.environ.get(SEARCH_PATH_ENV, "").split(os.pathsep) if d]
+    return [f"{what} {d!r} is not a directory"
+            for what, entries in (("--gin_search_path", flags), (f"${SEARCH_PATH_ENV} entry", env))
+            for d in entries if not pathlib.Path(os.path.expanduser(str(d))).is_dir()]
+
+
 def set_search_roots(roots: Sequence[os.PathLike]) -> None:
     global _search_roots
     _search_roots = [pathlib.Path(r).resolve() for r in roots] or [REPO_ROOT]
@@ -109,7 +118,7 @@ def load(gin_files: Sequence[str], bindings: Sequence[str], *, builds: Sequence[
         if following:
             problems.append(Problem(None, (
                 f"{len(following)} more problem(s), such as unset required values, may follow "
-                "from the file(s) not found above; fix those first")))
+                "from the file(s) not read above; fix those first")))
     if reader.problems or problems:
         raise ConfigError(reader.problems + problems)
     _apply(table)

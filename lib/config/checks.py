@@ -114,12 +114,12 @@ def validate(bindings: Sequence[Binding], roots: Sequence[str], world_size: int)
                         b.arg, _bindable(spec), f"valid: {', '.join(_bindable(spec))}"))))
                 continue
             key, name = (b.scope, spec.name, arg), spec.name
-        if b.where.line is not None:
+        if b.where.line is not None or b.where.source.startswith("--gin_bindings"):
             first = seen_in_file.get((b.where.source, key))
             if first is not None:
+                at = f" (first at line {first.line})" if first.line else ""
                 problems.append(Problem(b.where, (
-                    f"{b.name} is bound twice in {b.where.source} (first at line {first.line});"
-                    " keep one")))
+                    f"{b.name} is bound twice in {b.where.source}{at}; keep one")))
             seen_in_file[(b.where.source, key)] = b.where
         table = macros if b.is_macro else params
         tkey = name if b.is_macro else key

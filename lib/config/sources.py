@@ -23,7 +23,8 @@ ALLOWED_IMPORTS = frozenset({
     "lib.reporting", "lib.data.preference_data", "lib.data.tokenizer", "lib.models.hf",
     "lib.models.llama", "lib.models.qwen2", "lib.parallel", "lib.checkpointing",
     "lib.tasks.reward", "lib.tasks.sft", "lib.tasks.dpo", "lib.dpo_losses",
-    "lib.data.sft_data", "lib.models.lora",
+    "lib.data.sft_data", "lib.models.lora", "lib.tasks.grpo", "lib.data.prompt_data",
+    "lib.rewards",
 })
 
 
@@ -66,7 +67,7 @@ class Reader:
         self.bindings: List[Binding] = []
         self.problems: List[Problem] = []
         self.files: List[pathlib.Path] = []
-        self.missing_files: List[str] = []  # --gin_file and include names not found
+        self.missing_files: List[str] = []  # --gin_file and include names not read
 
     def read_file(self, path: str) -> None:
         """A --gin_file: absolute, or relative to the search roots in order, then the working
@@ -79,11 +80,14 @@ class Reader:
             self.missing_files.append(path)
             self.problems.append(Problem(Where("--gin_file"), (
                 f"--gin_file {path!r} not found; looked in: "
-                + ", ".join(str(c) for c in candidates))))
+                + ", ".join(dict.fromkeys(str(c) for c in candidates)))))
         elif found.is_dir():
-            inside = sorted(str(f.relative_to(found)) for f in found.rglob("*.gin"))[:3]
+            # Two levels deep at most: a directory such as / must not be walked whole.
+            inside = sorted(str(p / f.relative_to(found))
+                            for f in [*found.glob("*.gin"), *found.glob("*/*.gin")])[:3]
             hint = (f"pass a .gin file inside it, such as {', '.join(inside)}" if inside
                     else "it holds no .gin file")
+            self.missing_files.append(path)
             self.problems.append(Problem(Where("--gin_file"),
                                          f"--gin_file {path!r} is a directory; {hint}"))
         else:
@@ -99,9 +103,21 @@ class Reader:
         return str(path)
 
     def _read_path(self, path: pathlib.Path, stack: Tuple[pathlib.Path, ...]) -> None:
+        if path in self.files:  # read once: a second include (a diamond) or --gin_file adds
+            return              # nothing, and would re-apply its values over later ones
         self.files.append(path)
-        text = path.read_text(encoding="utf-8")
         name = self.display(path)
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            n = raw.count(b"\n", 0, e.start) + 1
+            column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+            self.problems.append(Problem(Where(name, n), (
+                f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {column}); save the "
+                "file as UTF-8")))
+            self.missing_files.append(name)
+            return
         if not _has_statements(text):
             self.problems.append(Problem(Where(name), f"{name} is empty: it binds nothing"))
             return
@@ -133,13 +149,15 @@ class Reader:
             else:
                 loc = e.args[1] if isinstance(e, SyntaxError) and len(e.args) > 1 else None
                 line = getattr(loc, "line_num", None)
-                message = (f"malformed: {e.args[0]} (expected 'configurable.parameter = value', "
-                           "'macro = value' or 'include \"file.gin\"')")
+                message = (f"malformed: {_readable(str(e.args[0]))}" if str(
+                    e.args[0]).startswith(_LITERAL_EVAL) else
+                    f"malformed: {e.args[0]} (expected 'configurable.parameter = value', "
+                    "'macro = value' or 'include \"file.gin\"')")
             where = origin if origin.source.startswith("--") or not line else Where(
                 origin.source, line, lines[line - 1])
             self.problems.append(Problem(where, message))
         except Exception as e:  # gin's parser raises ValueError for some malformed literals
-            self.problems.append(Problem(origin, f"malformed: {e}"))
+            self.problems.append(Problem(origin, f"malformed: {_readable(str(e))}"))
 
     def _where(self, origin: Where, loc, lines) -> Where:
         if origin.source.startswith("--") or loc is None:
@@ -150,7 +168,11 @@ class Reader:
         p = pathlib.Path(filename)
         candidates = [p] if p.is_absolute() else [r / p for r in self.roots]
         found = next((c.resolve() for c in candidates if c.is_file()), None)
-        if found is None:
+        folder = next((c for c in candidates if c.is_dir()), None)
+        if found is None and folder is not None:
+            self.problems.append(Problem(where, f"include {filename!r} is a directory ({folder}); "
+                                         "include a .gin file"))
+        elif found is None:
             self.missing_files.append(filename)
             self.problems.append(Problem(where, (
                 f"include {filename!r} not found; looked in: "
@@ -171,13 +193,35 @@ class Reader:
                 + " (every configurable of gintune is already registered)")))
 
 
+_LITERAL_EVAL = "malformed node or string"  # ast.literal_eval's words for a non-literal
+
+
+def _readable(message: str) -> str:
+    """gin's parser error in words a user can act on."""
+    if message.startswith(_LITERAL_EVAL):
+        return ("a value must be a literal (a number, string, list, tuple, dict, True, False or "
+                "None), a @reference or a %macro; calls and names are not evaluated")
+    return message
+
+
 def _unclosed(lines):
-    """(1-based line, description) of the first quote or bracket left open, else None."""
+    """(1-based line, description) of the first quote or bracket left open, else None. A
+    triple-quoted string may span lines."""
     stack = []  # (line, opening bracket)
+    triple = None  # (line, the triple quote) while inside a triple-quoted string
     for n, line in enumerate(lines, start=1):
         quote, i = None, 0
         while i < len(line):
             c = line[i]
+            if triple:
+                if line.startswith(triple[1], i):
+                    triple, i = None, i + 3
+                    continue
+                i += 1 if c != "\\" else 2
+                continue
+            if not quote and line.startswith(('"""', "'''"), i):
+                triple, i = (n, line[i:i + 3]), i + 3
+                continue
             if quote:
                 if c == "\\":
                     i += 1
@@ -194,6 +238,8 @@ def _unclosed(lines):
             i += 1
         if quote:
             return n, f"a {quote} quote"
+    if triple:
+        return triple[0], f"a {triple[1]} string"
     return (stack[0][0], f"a {stack[0][1]!r} bracket") if stack else None
 
 

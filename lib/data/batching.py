@@ -17,9 +17,11 @@ from lib.data.packing import from_position, pack
 
 def batch_problems(global_batch_size: int, micro_batch_size: int, world_size: int):
     """[(parameter, message)] when a global batch cannot be split over ranks and micro-batches."""
-    if global_batch_size < 1 or micro_batch_size < 1:
-        return [("global_batch_size", f"global_batch_size={global_batch_size} and "
-                 f"micro_batch_size={micro_batch_size} must be >= 1")]
+    small = [(arg, f"{arg}={value} must be >= 1")
+             for arg, value in (("global_batch_size", global_batch_size),
+                                ("micro_batch_size", micro_batch_size)) if value < 1]
+    if small:  # each at its own binding
+        return small
     unit = world_size * micro_batch_size
     if global_batch_size % unit:
         return [("global_batch_size", f"global_batch_size={global_batch_size} must be divisible "

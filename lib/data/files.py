@@ -5,11 +5,12 @@ Shared by the data builders of every task (preference pairs, SFT examples, promp
 everywhere.
 """
 
+import pathlib
 import random
 
 from lib.config import ConfigError, resolve_path
 from lib.data.encoding import POLICIES
-from lib.data.sources import is_dataset_spec
+from lib.data.sources import FILE_TYPES, is_dataset_spec
 
 
 def source_problems(train_files, eval_files, eval_fraction):
@@ -31,9 +32,15 @@ def source_problems(train_files, eval_files, eval_fraction):
     for arg, files in (("train_files", train_files), ("eval_files", eval_files)):
         for f in ([] if isinstance(files, str) else files):
             try:
-                resolve_source(f, arg[:-1].replace("_", " "))
+                resolved = resolve_source(f, arg[:-1].replace("_", " "))
             except ConfigError as e:
                 problems.append((arg, str(e.problems[0].message)))
+                continue
+            path = pathlib.Path(resolved)
+            if path.is_file() and path.suffix not in FILE_TYPES:
+                problems.append((arg, f"{path}: unsupported file type {path.suffix!r}; use "
+                                 f"{', '.join(FILE_TYPES)} files, a save_to_disk folder or "
+                                 "hf:NAME:SPLIT"))
     return problems
 
 

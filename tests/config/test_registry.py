@@ -41,6 +41,22 @@ def test_listing_shows_types_defaults_and_summary():
     assert "Trainer" not in text
 
 
+def test_a_listing_filter_that_matches_nothing_is_an_error(capsys):
+    from absl import flags
+
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["configurables"])
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            configurables.main(["configurables", "build_adamm"])
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        "error: no configurable or parameter name contains 'build_adamm'; did you mean: "
+        "build_adamw")
+
+
 @registry.configurable(renamed={"learning_rate": "lr"})
 def _renamed_for_test(lr: float = 0.1):
     """A configurable whose parameter was renamed.

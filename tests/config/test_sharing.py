@@ -44,7 +44,7 @@ def test_problems_that_follow_from_a_missing_include_are_not_listed_one_by_one(t
     assert len(problems) == 2
     assert "include 'gin/nope.gin' not found" in problems[0].message
     assert "more problem(s), such as unset required values, may follow from the file(s) not " \
-        "found above" in problems[1].message
+        "read above" in problems[1].message
 
 
 @pytest.mark.slow

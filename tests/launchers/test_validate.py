@@ -66,6 +66,12 @@ BINDING_CASES = {
         "--gin_bindings[0]: malformed: a ' quote opened here is never closed"]),
     "unbalanced_bracket": (["build_preference_data.train_files=['a.jsonl'"], [
         "--gin_bindings[0]: malformed: a '[' bracket opened here is never closed"]),
+    "call_instead_of_literal": (["lr=float('nan')"], [
+        "--gin_bindings[0]: malformed: a value must be a literal (a number, string, list, tuple, "
+        "dict, True, False or None), a @reference or a %macro; calls and names are not "
+        "evaluated"]),
+    "micro_batch_zero": (["Trainer.micro_batch_size=0"], [
+        "--gin_bindings[0]: Trainer: micro_batch_size=0 must be >= 1"]),
     "batch_not_divisible": (["Trainer.global_batch_size=30"], [
         "--gin_bindings[0]: Trainer: global_batch_size=30 must be divisible by world_size (1) x "
         "micro_batch_size (16), e.g. 16"]),
@@ -100,6 +106,10 @@ FILE_CASES = {
     "import_not_allowed": ("import os\n", [
         "bad.gin:1: import 'os' is not allowed: a .gin file may only import"]),
     "empty_file": ("# only a comment\n", ["bad.gin is empty: it binds nothing"]),
+    "unclosed_triple_quote": ('Trainer.seed = 1\n"""\nnotes\n', [
+        'bad.gin:2: malformed: a """ string opened here is never closed']),
+    "closed_triple_quote_is_not_a_statement": ('Trainer.seed = 1\n"""\nnotes\n"""\n', [
+        "bad.gin:2: malformed: "]),
 }
 
 
@@ -118,9 +128,78 @@ def test_include_cycle_is_named(tmp_path, capsys):
            "b.gin:2: include cycle: a.gin -> b.gin -> a.gin")
 
 
+def test_a_gin_file_that_is_not_utf8_is_named_with_its_line_even_when_included(tmp_path, capsys):
+    (tmp_path / "latin.gin").write_bytes(b"Trainer.seed = 1\n# caf\xe9\n")
+    (tmp_path / "top.gin").write_text("include 'gin/reward.gin'\ninclude 'latin.gin'\n")
+    err = _fails([f"--gin_search_path={tmp_path}", "--gin_file=top.gin"], tmp_path, capsys,
+                 "latin.gin:2: not valid UTF-8 (byte 0xe9 at column 6); save the file as UTF-8")
+    assert "Traceback" not in err and "top.gin" not in err
+
+
+def test_a_file_is_read_once_however_often_it_is_included(tmp_path, search_roots):
+    """A teammate's snippet that includes gin/base/trainer.gin, given after gin/reward.gin
+    (which includes it too and overrides its lr), adds its own bindings and nothing else."""
+    from launchers.train import BUILDS
+    from lib import config
+
+    snippet = tmp_path / "snippet.gin"
+    snippet.write_text("include 'gin/base/trainer.gin'\nTrainer.seed = 3\n")
+    cfg = config.load(["gin/reward.gin", str(snippet), "gin/reward.gin"], [], builds=BUILDS)
+    lr = cfg.table.macros["lr"]
+    assert (lr.value, lr.where.source) == (1e-4, "gin/reward.gin")
+    assert cfg.table.params[("", "Trainer", "seed")].value == 3
+    assert len(cfg.files) == len(set(cfg.files))
+
+
+def test_every_module_that_registers_a_configurable_may_be_imported():
+    import lib.configurables  # noqa: F401  (registers them all)
+    from lib.config import registry
+    from lib.config.sources import ALLOWED_IMPORTS
+
+    modules = {spec.module for spec in registry.specs().values()
+               if spec.module.startswith("lib.")}  # (tests register their own too)
+    assert modules and modules <= ALLOWED_IMPORTS, sorted(modules - ALLOWED_IMPORTS)
+
+
+def test_checks_a_run_would_make_are_made_by_validate_only_too(tmp_path, capsys, search_roots):
+    (tmp_path / "rows.txt").write_text("{}\n")
+    _fails([*REWARD, "--gin_bindings=Checkpointer.keep_last=-1",
+            f"--gin_bindings=build_preference_data.train_files=['{tmp_path / 'rows.txt'}']",
+            "--validate_only"], tmp_path, capsys,
+           "--gin_bindings[0]: Checkpointer: Checkpointer.keep_last=-1 must be >= 0",
+           f"{tmp_path / 'rows.txt'}: unsupported file type '.txt'; use .jsonl, .json, .parquet")
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "abc"])
+def test_a_world_size_that_is_not_a_number_of_ranks_is_refused(tmp_path, capsys, monkeypatch,
+                                                                value):
+    monkeypatch.setenv("WORLD_SIZE", value)
+    _fails([*REWARD, "--validate_only"], tmp_path, capsys,
+           f"error: WORLD_SIZE={value!r} is not a number of ranks (a whole number >= 1")
+
+
 def test_gin_file_that_is_a_directory(tmp_path, capsys, search_roots):
-    _fails(["--gin_file=gin"], tmp_path, capsys,
-           "--gin_file 'gin' is a directory; pass a .gin file inside it, such as")
+    err = _fails(["--gin_file=gin"], tmp_path, capsys,
+                 "--gin_file 'gin' is a directory; pass a .gin file inside it, such as "
+                 "gin/base/trainer.gin, gin/benchmarks/")
+    assert "has no default" not in err  # what follows from a file not read is one line
+    (tmp_path / "snips").mkdir()
+    (tmp_path / "top.gin").write_text("include 'snips'\n")
+    _fails([f"--gin_search_path={tmp_path}", "--gin_file=top.gin"], tmp_path, capsys,
+           f"top.gin:1: include 'snips' is a directory ({tmp_path / 'snips'}); include a .gin "
+           "file")
+
+
+def test_a_search_path_that_is_not_a_directory_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GINTUNE_GIN_PATH", str(tmp_path / "team"))
+    _fails([f"--gin_search_path={tmp_path / 'nope'}", *REWARD], tmp_path, capsys,
+           f"error: --gin_search_path '{tmp_path / 'nope'}' is not a directory; "
+           f"$GINTUNE_GIN_PATH entry '{tmp_path / 'team'}' is not a directory")
+
+
+def test_one_bindings_flag_may_not_bind_a_key_twice(tmp_path, capsys, search_roots):
+    _fails([*REWARD, "--gin_bindings=Trainer.num_steps=4\nTrainer.num_steps=6"], tmp_path,
+           capsys, "Trainer.num_steps is bound twice in --gin_bindings[0]; keep one")
 
 
 def test_required_macro_left_unset(tmp_path, capsys, search_roots):
