@@ -17,6 +17,7 @@ import dataclasses
 from typing import List, Optional, Sequence, Tuple
 
 from lib.data.sources import DataError, PreferencePair
+from lib.data.tokenizer import TemplateError
 
 POLICIES = ("error", "drop", "truncate")
 EMPTY_POLICIES = ("drop", "error")
@@ -72,7 +73,10 @@ def encode_pairs(pairs: Sequence[PreferencePair], tokenizer, max_length: int,
                                 "such pairs")
             stats.dropped_empty += 1
             continue
-        prompt, chosen, rejected = _encode_sides(pair, tokenizer)
+        try:
+            prompt, chosen, rejected = _encode_sides(pair, tokenizer)
+        except TemplateError as e:
+            raise DataError(f"{pair.source}: {e}") from None
         sides = [prompt + chosen, prompt + rejected]
         prompt_lengths = (len(prompt), len(prompt))
         if sides[0] == sides[1]:

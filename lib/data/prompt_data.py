@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence
 from lib.config import ConfigError
 from lib.config.registry import configurable
 from lib.data.files import read_split, resolve_source, source_problems
-from lib.data.sources import DataError, read_rows
+from lib.data.sources import DataError, kind_of, read_rows
 from lib.data.tokenizer import Tokenizer
 
 
@@ -106,7 +106,16 @@ def encode_prompts(rows, tokenizer: Tokenizer, template: str, max_prompt_length:
         if missing:
             raise DataError(f"{where}: no field {missing[0]!r}, which the template "
                             f"{template!r} reads; the row has {', '.join(sorted(row))}")
+        for n in names:
+            if not isinstance(row[n], (str, int, float)) or isinstance(row[n], bool):
+                raise DataError(
+                    f"{where}: the field {n!r}, which the template {template!r} reads, is "
+                    f"{kind_of(row[n])}; give a string (prompts are plain text here: a list of "
+                    "messages is not rendered with a chat template)")
         text = template.format(**{n: row[n] for n in names})
+        if not text.strip():
+            raise DataError(f"{where}: the prompt is empty (the template {template!r} gives "
+                            f"{text!r}); remove the row")
         tokens = tokenizer.encode(text, add_bos=True, add_eos=False)
         if len(tokens) > max_prompt_length:
             tokens = tokens[:1] + tokens[len(tokens) - max_prompt_length + 1:]

@@ -22,8 +22,8 @@ from lib.config import ConfigError
 from lib.config.registry import configurable
 from lib.data.encoding import EMPTY_POLICIES
 from lib.data.files import data_problems, read_split
-from lib.data.sources import DataError, check_messages, read_rows
-from lib.data.tokenizer import Tokenizer
+from lib.data.sources import DataError, check_messages, kind_of, read_rows
+from lib.data.tokenizer import TemplateError, Tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,9 +76,11 @@ def parse_row(row, where):
         check_messages(prompt, f"{where}: 'prompt'")
         check_messages(completion, f"{where}: 'completion'")
         return prompt, completion
+    got = (f"'prompt' is {kind_of(prompt)} and 'completion' is {kind_of(completion)}"
+           if "prompt" in row and "completion" in row
+           else f"the fields {', '.join(sorted(row))}" if row else "no fields")
     raise DataError(f"{where}: expected 'prompt' and 'completion' (both strings, or both lists "
-                    "of {role, content} messages) or 'messages'; got "
-                    f"{', '.join(sorted(row)) or 'no fields'}")
+                    f"of {{role, content}} messages) or 'messages'; got {got}")
 
 
 def encode_example(prompt, completion, tokenizer: Tokenizer):
@@ -89,8 +91,10 @@ def encode_example(prompt, completion, tokenizer: Tokenizer):
     prompt_text = tokenizer.render(prompt) if prompt else ""
     full = tokenizer.render(prompt + completion)
     reply = full[len(prompt_text):]
+    # Empty when the assistant said nothing: the template's own markup around it is no reply.
+    said = any(str(m.get("content") or "").strip() for m in completion)
     return (tokenizer.encode(prompt_text, add_bos=True, add_eos=False),
-            tokenizer.encode(reply, add_bos=False, add_eos=True) if reply.strip() else [])
+            tokenizer.encode(reply, add_bos=False, add_eos=True) if said else [])
 
 
 def encode_examples(rows, tokenizer, max_length: int, overlength_policy: str,
@@ -98,7 +102,10 @@ def encode_examples(rows, tokenizer, max_length: int, overlength_policy: str,
     """[(prompt, completion, where)] -> (list of SFTExample, SFTStats)."""
     stats, out = SFTStats(rows=len(rows)), []
     for prompt, completion, where in rows:
-        p, c = encode_example(prompt, completion, tokenizer)
+        try:
+            p, c = encode_example(prompt, completion, tokenizer)
+        except TemplateError as e:
+            raise DataError(f"{where}: {e}") from None
         if not c:
             if empty_policy == "error":
                 raise DataError(f"{where}: the completion is empty; remove the row, or set "

@@ -21,6 +21,7 @@ reward difference.
 
 import dataclasses
 import json
+import re
 import math
 import pathlib
 from typing import Dict, List, Optional, Union
@@ -57,6 +58,9 @@ HF_PREFIX = "hf:"
 def is_dataset_spec(source: str) -> bool:
     """Whether `source` names a cached Hugging Face dataset rather than a path."""
     return str(source).startswith(HF_PREFIX)
+
+
+FILE_TYPES = (".jsonl", ".json", ".parquet")  # the files read_rows reads
 
 
 def read_rows(source, columns: Optional[Dict[str, str]] = None):
@@ -153,10 +157,41 @@ def _jsonl_rows(path):
                                 f"column {e.start + 1}); save the file as UTF-8") from None
             if not line.strip():
                 continue
+            if n == 1 and line.startswith("\ufeff"):
+                raise DataError(f"{path}:1: starts with a byte order mark (BOM); save the file "
+                                "as UTF-8 without BOM")
+            line = line.rstrip("\r\n")
             try:
-                yield n, json.loads(line)
+                row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from e
+                hint = (f" (a {path.suffix} file is read as JSON Lines: one object per line)"
+                        if n == 1 and line.strip() in ("[", "{") else "")
+                raise DataError(f"{path}:{n}: not valid JSON ({e.msg} at column "
+                                f"{e.colno}){hint}") from None
+            except RecursionError:
+                raise DataError(f"{path}:{n}: nested too deeply to read") from None
+            if _LONE_SURROGATE.search(raw) and _has_lone_surrogate(row):
+                raise DataError(f"{path}:{n}: a string holds a lone UTF-16 surrogate escape "
+                                "(\\ud800-\\udfff without its pair), which is no character; "
+                                "fix the row") from None
+            yield n, row
+
+
+_LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")  # where one may be: a cheap pre-check
+
+
+def _has_lone_surrogate(value) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
 
 
 def _parquet_rows(path):
@@ -240,3 +275,10 @@ def _margin(value, where) -> Optional[float]:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise DataError(f"{where}: 'margin' must be a finite number, got {value!r}")
     return float(value)
+
+
+def kind_of(value) -> str:
+    """How a JSON value is named in a message: 'null', 'a list', 'an object', 'true'."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return {list: "a list", dict: "an object"}.get(type(value), type(value).__name__)

@@ -44,7 +44,7 @@ from lib.config.registry import configurable
 from lib.config.values import Ref
 from lib.data.batching import eval_shard
 from lib.data.packing import forward, pack, per_sequence_sum
-from lib.data.sources import DataError
+from lib.data.sources import DataError, kind_of
 from lib.models.limits import max_length_problems
 from lib.models.logprobs import IGNORE, shifted_targets, token_logps
 from lib.models.lora import is_adapted
@@ -125,6 +125,12 @@ class GRPOTask(Task):
                 raise DataError(f"{prompt.source}: no field {sorted(missing)[0]!r}, which the "
                                 f"reward functions read; the row has "
                                 f"{', '.join(sorted(prompt.fields))}")
+            for name in sorted(needed):  # a reference answer is compared as text
+                value = prompt.fields[name]
+                if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                    raise DataError(f"{prompt.source}: the field {name!r}, which the reward "
+                                    f"functions read, is {kind_of(value)}; give a string or a "
+                                    "number")
 
     def build_data(self, tokenizer):
         return self.data_fn(tokenizer)

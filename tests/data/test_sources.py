@@ -116,3 +116,34 @@ def test_each_layout_reads_from_parquet_and_a_saved_dataset(tmp_path):
     for source in (tmp_path / "p.parquet", tmp_path / "saved"):
         (pair,) = read_pairs(source, columns)
         assert (pair.prompt, pair.chosen, pair.rejected) == ("Q", "yes", "no")
+
+
+JSONL_CASES = {
+    "cut_short": (b'{"prompt": "hi", "chosen": "a", "rejected": "b"\n',
+                  "x.jsonl:1: not valid JSON (Expecting ',' delimiter at column 48)"),
+    "json_array": (b'[\n  {"prompt": "a"}\n]\n', "x.json:1: not valid JSON (Expecting value at "
+                   "column 2) (a .json file is read as JSON Lines: one object per line)"),
+    "bom": (b'\xef\xbb\xbf{"prompt": "a", "chosen": "b", "rejected": "c"}\n',
+            "x.jsonl:1: starts with a byte order mark (BOM); save the file as UTF-8 without BOM"),
+    "lone_surrogate": (b'{"prompt": "ok \\ud83d\\ude00", "chosen": "a", "rejected": "b"}\n'
+                       b'{"prompt": "hi \\ud800", "chosen": "a", "rejected": "b"}\n',
+                       "x.jsonl:2: a string holds a lone UTF-16 surrogate escape"),
+    "nested_too_deeply": (b"[" * 100_000 + b"]" * 100_000 + b"\n",
+                          "x.jsonl:1: nested too deeply to read"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(JSONL_CASES))
+def test_a_jsonl_row_python_cannot_take_is_named_by_row(tmp_path, case):
+    data, message = JSONL_CASES[case]
+    path = tmp_path / ("x.json" if case == "json_array" else "x.jsonl")
+    path.write_bytes(data)
+    with pytest.raises(DataError) as info:
+        read_pairs(path)
+    assert str(info.value).startswith(f"{tmp_path}/{message}"), str(info.value)
+
+
+def test_a_surrogate_pair_is_one_character(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b'{"prompt": "ok \\ud83d\\ude00", "chosen": "a", "rejected": "b"}\n')
+    assert read_pairs(path)[0].prompt == "ok \U0001f600"

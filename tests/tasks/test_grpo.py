@@ -2,6 +2,7 @@
 checks that name the problem, and a policy whose pass@1 rises from its SFT start."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -78,6 +79,38 @@ def test_a_template_reads_row_fields_and_a_missing_one_names_the_row(demo_tokeni
     bad.write_text('{"prompt": "a", "answer": "1"}\n{"question": "b", "answer": "2"}\n')
     with pytest.raises(DataError, match=rf"{bad}:2: no field 'prompt', which the template"):
         build_prompt_data(demo_tokenizer, train_files=[str(bad)], eval_files=[str(bad)])
+
+
+@pytest.mark.parametrize("row, problem", [
+    ('{"prompt": null, "answer": "5"}', "the field 'prompt', which the template '{prompt}' "
+     "reads, is null; give a string (prompts are plain text here: a list of messages is not "
+     "rendered with a chat template)"),
+    ('{"prompt": [{"role": "user", "content": "1 or 2?"}], "answer": "2"}',
+     "the field 'prompt', which the template '{prompt}' reads, is a list; give a string"),
+    ('{"prompt": " ", "answer": "2"}', "the prompt is empty (the template '{prompt}' gives "
+     "' '); remove the row"),
+])
+def test_a_prompt_that_is_not_text_is_refused_with_its_row(tmp_path, demo_tokenizer, row,
+                                                           problem):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "answer": "1"}\n' + row + "\n")
+    with pytest.raises(DataError, match="^" + re.escape(f"{bad}:2: {problem}")):
+        build_prompt_data(demo_tokenizer, train_files=[str(bad)], eval_files=[str(bad)])
+
+
+def test_a_reference_answer_that_is_not_text_is_refused_before_the_model_is_built(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    good = (COMPARE / "train.jsonl").read_text().splitlines()[:40]
+    bad.write_text("\n".join([*good, '{"prompt": "Which is larger, 1 or 2?", "answer": null}'])
+                   + "\n")
+    proc = run_launcher([*GRPO, "--gin_file=gin/debug/smoke.gin",
+                         f"--gin_bindings=build_prompt_data.train_files=['{bad}']",
+                         f"--workdir={tmp_path / 'w'}"])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {bad}:41: the field 'answer', which the reward functions read, is null; give a "
+        "string or a number")
+    assert not (tmp_path / "w").exists()
 
 
 def test_long_prompts_lose_their_oldest_tokens_after_bos(demo_tokenizer):

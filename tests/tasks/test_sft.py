@@ -35,8 +35,25 @@ def test_row_forms(tmp_path):
     assert parse_row({"prompt": msgs[:2], "completion": msgs[2:]}, "x") == (msgs[:2], msgs[2:])
     with pytest.raises(DataError, match=r"x: 'messages' has no assistant message"):
         parse_row({"messages": msgs[:2]}, "x")
-    with pytest.raises(DataError, match=r"x: expected 'prompt' and 'completion'"):
+    with pytest.raises(DataError, match=r"x: expected 'prompt' and 'completion' .*; got the "
+                       r"fields answer, prompt$"):
         parse_row({"prompt": "Q", "answer": "A"}, "x")
+    with pytest.raises(DataError, match=r"; got 'prompt' is str and 'completion' is null$"):
+        parse_row({"prompt": "Q", "completion": None}, "x")
+    with pytest.raises(DataError, match=r"; got 'prompt' is str and 'completion' is int$"):
+        parse_row({"prompt": "Q", "completion": 7}, "x")
+
+
+def test_an_empty_assistant_message_is_counted_and_dropped_or_refused(demo_tokenizer):
+    """The chat template's markup around an empty reply is not a reply."""
+    def chat(reply):
+        return ([{"role": "user", "content": "hi"}], [{"role": "assistant", "content": reply}])
+
+    rows = [(*chat("hello"), "m:1"), (*chat(""), "m:2"), (*chat("  "), "m:3")]
+    kept, stats = encode_examples(rows, demo_tokenizer, 128, "error")
+    assert [e.source for e in kept] == ["m:1"] and stats.dropped_empty_completion == 2
+    with pytest.raises(DataError, match="^m:2: "):
+        encode_examples(rows, demo_tokenizer, 128, "error", empty_policy="error")
 
 
 def test_a_column_mapping_and_a_saved_dataset_folder(tmp_path):
