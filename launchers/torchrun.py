@@ -18,7 +18,8 @@ script cannot tell a preemption that saved a checkpoint from a typo in a config.
   (2 config or data, 3 non-finite loss, 74 checkpoint write failure, 75 stopped by a signal),
   and 1 otherwise (a bug, or a rank killed by a signal: by the kernel out of memory, by a
   crash in native code);
-  the failed rank's own log says why, and the last line names it;
+  the failed rank's own log says why, and the last line names it (of the ranks that ended
+  as the first one did, the lowest: when all find the same problem, rank 0);
 - on several nodes, a rendezvous that fails (the torchrun hosting it, on another node, has
   exited, or --rdzv_endpoint cannot be reached): 1, and a line saying so; the other node's log
   says why it stopped;
@@ -63,6 +64,15 @@ def killed(rank, sigval) -> str:
     else:
         why = "sent by the scheduler or a user"
     return f"rank {rank} was killed by {_signal_name(sigval)} ({why}); torchrun stopped the others"
+
+
+def reported_failure(failures):
+    """(rank, failure) of the ranks that failed to name: the lowest rank of those that ended as
+    the first one did. When every rank finds the same problem (damaged weights, checked on each
+    rank), which of them exits first is chance; rank 0 is the one whose log says why."""
+    first = min(failures.values(), key=lambda f: f.timestamp)
+    rank = min(r for r, f in failures.items() if f.exitcode == first.exitcode)
+    return rank, failures[rank]
 
 
 # How long this node's ranks may all be gone while torchrun still runs, before the rendezvous
@@ -201,7 +211,7 @@ def main(argv=None) -> None:
              f"hosting it on another node has exited (that node's log says why), or the "
              f"endpoint cannot be reached from this node", EXIT_UNEXPECTED)
     except ChildFailedError as e:
-        rank, failure = e.get_first_failure()
+        rank, failure = reported_failure(e.failures)
         if failure.exitcode < 0:
             fail(killed(rank, -failure.exitcode), EXIT_UNEXPECTED)
         status = failure.exitcode if failure.exitcode in OUR_STATUSES else EXIT_UNEXPECTED

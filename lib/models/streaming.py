@@ -110,6 +110,11 @@ class BuilderSource:
         return {n: self._state[n] for n in names}
 
 
+def nonfinite_message(name: str, source) -> str:
+    return (f"{source}: the weight {name} holds NaN or infinite values; the checkpoint is "
+            "damaged (training from it would stop at its first step)")
+
+
 def load_streamed(model, dist_info, build: Callable, seed: int, init_from: str = "",
                   digests: Dict[str, Optional[Set[str]]] = None,
                   base_names: Optional[Set[str]] = None,
@@ -168,6 +173,10 @@ def load_streamed(model, dist_info, build: Callable, seed: int, init_from: str =
             buf = (value.to(dist_info.device) if main else
                    torch.empty(shapes[name], dtype=target.dtype, device=dist_info.device))
             dist.broadcast(buf, src=0)
+            # Every rank holds the same full tensor here, so all refuse alike, none waits.
+            source = getattr(model, "hf_source", None) or init_from
+            if source and buf.is_floating_point() and not bool(torch.isfinite(buf).all()):
+                raise ValueError(nonfinite_message(name, source))
             if isinstance(target, DTensor):
                 target.copy_(distribute_tensor(buf, target.device_mesh, target.placements,
                                                src_data_rank=None))

@@ -68,7 +68,8 @@ def test_a_missing_key_fails_loudly(tmp_path):
     state = load_file(str(tmp_path / "model.safetensors"))
     state.pop("model.layers.1.mlp.up_proj.weight")
     save_file(state, str(tmp_path / "model.safetensors"))
-    with pytest.raises(RuntimeError, match="Missing key.*layers.1.mlp.w3.weight"):
+    with pytest.raises(ValueError, match=f"^{tmp_path}: its weights do not match the model built "
+                       "from its config.json .*Missing key.*layers.1.mlp.w3.weight"):
         hf_model.__wrapped__("reward", str(tmp_path), "llama")
 
 

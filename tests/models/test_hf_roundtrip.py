@@ -159,3 +159,132 @@ def test_a_lora_run_exports_a_peft_adapter_that_peft_loads_onto_the_base(tmp_pat
     want = merged(input_ids=tokens).logits
     torch.testing.assert_close(adapted(input_ids=tokens).logits, want, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(before, want, atol=1e-4)
+
+
+def _edit_config(directory, **changes):
+    path = directory / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+BAD_DIRECTORIES = {
+    "config_not_json": (lambda d: (d / "config.json").write_text('{"model_type": "llama",'),
+                        "config.json is not valid JSON"),
+    "config_a_list": (lambda d: (d / "config.json").write_text("[1, 2]"),
+                      "config.json holds a JSON list, not an object"),
+    "no_hidden_size": (lambda d: (d / "config.json").write_text(json.dumps({
+        k: v for k, v in json.loads((d / "config.json").read_text()).items()
+        if k != "hidden_size"})), "config.json: no 'hidden_size', which the architecture "
+                                  "needs"),
+    "gelu": (lambda d: _edit_config(d, hidden_act="gelu"),
+             "config.json: hidden_act='gelu'; the llama models built here use 'silu' only"),
+    "attention_bias": (lambda d: _edit_config(d, attention_bias=True),
+                       "config.json: attention_bias=true; the Llama models built here have no "
+                       "biases there"),
+    "truncated_weights": (lambda d: (d / "model.safetensors").write_bytes(
+        (d / "model.safetensors").read_bytes()[:10_000]),
+        "model.safetensors is not a readable safetensors file"),
+    "weights_of_another_shape": (lambda d: _edit_config(d, intermediate_size=256),
+                                 "its weights do not match the model built from its config.json"),
+    "no_model_safetensors": (lambda d: (d / "model.safetensors").rename(d / "x.safetensors"),
+                             "no model.safetensors nor model.safetensors.index.json, as "
+                             "save_pretrained writes them (x.safetensors would not be read"),
+    "index_names_a_missing_shard": (lambda d: (d / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"lm_head.weight": "model-00002-of-00002.safetensors"}})),
+        "model.safetensors.index.json lists model-00002-of-00002.safetensors, which"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DIRECTORIES))
+def test_a_bad_hf_directory_is_named_on_both_load_paths(tmp_path, case):
+    """Eager (one process) and streamed (built on the meta device) loads refuse alike, with a
+    message naming the file; config.json problems are found at config-check time too."""
+    from lib.config import ConfigError
+    from lib.models.hf import directory_problems
+
+    directory = tmp_path / "hf"
+    _make("llama-base", directory)
+    spoil, expected = BAD_DIRECTORIES[case]
+    spoil(directory)
+    for meta in (False, True):
+        with pytest.raises((ValueError, FileNotFoundError, ConfigError)) as info:
+            with torch.device("meta" if meta else "cpu"):
+                hf_model.__wrapped__("lm", str(directory), "llama")
+        assert expected in str(info.value), (meta, str(info.value))
+
+    class View:
+        @staticmethod
+        def get(name, arg):
+            return {"checkpoint_dir": str(directory), "model_type": "llama"}[arg]
+
+    problems = directory_problems(View, "hf_model")
+    assert bool(problems) == (case in CONFIG_CASES), problems
+
+
+CONFIG_CASES = ("config_not_json", "config_a_list", "gelu", "attention_bias")
+
+
+def test_a_stale_safetensors_file_beside_the_weights_is_never_read(tmp_path):
+    """transformers reads model.safetensors (or the index's shards) only; so do both loads."""
+    directory = tmp_path / "hf"
+    _, theirs = _make("llama-base", directory)
+    other = tmp_path / "other"
+    torch.manual_seed(1)
+    transformers.LlamaForCausalLM(theirs.config).save_pretrained(other)
+    shutil.copy(other / "model.safetensors", directory / "old-model.safetensors")
+    eager = hf_model.__wrapped__("lm", str(directory), "llama").state_dict()
+    want = theirs.state_dict()["model.embed_tokens.weight"]
+    assert torch.equal(eager["tok_embeddings.weight"], want)
+    with torch.device("meta"):
+        lazy = hf_model.__wrapped__("lm", str(directory), "llama").weight_source
+    assert torch.equal(lazy.read(["tok_embeddings.weight"])["tok_embeddings.weight"], want)
+
+
+def test_a_reward_model_refuses_a_classifier_of_several_labels(tmp_path):
+    torch.manual_seed(0)
+    directory = tmp_path / "hf"
+    transformers.LlamaForSequenceClassification(transformers.LlamaConfig(
+        **{**COMMON, "num_labels": 2})).save_pretrained(directory)
+    for meta in (False, True):
+        with pytest.raises(ValueError, match="score.weight has 2 labels; a reward model starts "
+                           r"from a one-label classifier \(num_labels=1\) or a base model"):
+            with torch.device("meta" if meta else "cpu"):
+                hf_model.__wrapped__("reward", str(directory), "llama")
+
+
+def _nan_weight(directory):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(directory / "model.safetensors"))
+    state["model.norm.weight"][0] = float("nan")
+    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+
+
+def test_nan_in_the_weights_is_refused_when_loaded_by_one_process(tmp_path):
+    _make("llama-base", tmp_path)
+    _nan_weight(tmp_path)
+    with pytest.raises(ValueError, match=f"^{tmp_path}: the weight norm.scale holds NaN or "
+                       "infinite values; the checkpoint is damaged"):
+        hf_model.__wrapped__("lm", str(tmp_path), "llama")
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_nan_in_the_weights_stops_every_rank_that_streams_them(tmp_path):
+    source = tmp_path / "hf"
+    _make("llama-base", source)
+    _nan_weight(source)
+    proc = run_launcher([
+        "--gin_file=gin/experiments/llama3_2_1b_sft.gin", "--gin_file=gin/debug/smoke.gin",
+        f"--gin_bindings=hf_checkpoint_dir='{source}'",
+        f"--gin_bindings=train_files=['{DEMO / 'train.jsonl'}']",
+        f"--gin_bindings=eval_files=['{DEMO / 'eval.jsonl'}']",
+        "--gin_bindings=build_sft_data.columns={'completion': 'chosen'}",
+        "--gin_bindings=build_sft_data.max_length=128", "--gin_bindings=fsdp.param_dtype='float32'",
+        f"--workdir={tmp_path / 'w'}"], torchrun_nproc=2, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: {source}: the weight norm.scale holds NaN or infinite values; the checkpoint "
+        "is damaged (training from it would stop at its first step)",
+        "error: rank 0 exited with status 2 (a config or data problem; its log above says "
+        "why); torchrun stopped the others"]
+    assert not (tmp_path / "w").exists()

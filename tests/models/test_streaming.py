@@ -1,6 +1,7 @@
 """Several ranks build the model on the meta device and receive their shards of the initial
 weights from rank 0 (lib/models/streaming.py): the weights and init facts equal one process's."""
 
+import json
 import math
 import subprocess
 import sys
@@ -35,13 +36,34 @@ def test_the_streamed_digest_is_state_digest():
         digest.update("a", tensors["a"])
 
 
-def _probe(out, args, nproc):
+CASES = ["hf_checkpoint", "qwen2_hf_checkpoint_tied", "hf_base_with_a_fresh_reward_head",
+         "init_from_with_a_fresh_head", "lora_from_init_from", "random"]
+
+
+def _probe(cases, nproc):
+    """{case: what weights_probe.py saved}, every case built in one launch of `nproc` ranks."""
     launcher = ([sys.executable, "-m", "launchers.torchrun", "--standalone",
                  f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable])
-    proc = subprocess.run([*launcher, str(REPO / "tests/models/weights_probe.py"), str(out),
-                           *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    spec = next(iter(cases.values()))["out"].parent / f"cases-{nproc}.json"
+    spec.write_text(json.dumps([{**case, "out": str(case["out"])} for case in cases.values()]))
+    proc = subprocess.run([*launcher, str(REPO / "tests/models/weights_probe.py"), str(spec)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return torch.load(out, weights_only=False)
+    return {name: torch.load(case["out"], weights_only=False) for name, case in cases.items()}
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory, sft_run):
+    """{world size: {case: its probe}}: each case's initial weights on 1 rank and on 2."""
+    args = {name: _case(name, tmp_path_factory.mktemp(name), sft_run) for name in CASES}
+    out = {}
+    for nproc in (1, 2):
+        out[nproc] = _probe({name: {
+            "out": tmp_path_factory.getbasetemp() / f"{name}-{nproc}.pt",
+            "gin_files": [a.split("=", 1)[1] for a in args[name] if a.startswith("--gin_file=")],
+            "gin_bindings": [a.split("=", 1)[1] for a in args[name]
+                             if a.startswith("--gin_bindings=")]} for name in CASES}, nproc)
+    return out
 
 
 def _case(name, tmp_path, sft_run):
@@ -78,13 +100,9 @@ def _case(name, tmp_path, sft_run):
 
 @pytest.mark.slow
 @pytest.mark.distributed
-@pytest.mark.parametrize("name", ["hf_checkpoint", "qwen2_hf_checkpoint_tied",
-                                  "hf_base_with_a_fresh_reward_head",
-                                  "init_from_with_a_fresh_head", "lora_from_init_from", "random"])
-def test_two_ranks_stream_the_weights_one_process_loads(name, tmp_path, sft_run):
-    args = _case(name, tmp_path, sft_run)
-    one = _probe(tmp_path / "one.pt", args, 1)
-    two = _probe(tmp_path / "two.pt", args, 2)
+@pytest.mark.parametrize("name", CASES)
+def test_two_ranks_stream_the_weights_one_process_loads(name, probed):
+    one, two = probed[1][name], probed[2][name]
     assert not one["streamed"] and two["streamed"]
     # Only a model from scratch is built whole on rank 0; with a checkpoint, what it lacks is
     # drawn a module at a time.
@@ -121,4 +139,5 @@ def test_hf_weights_read_lazily_equal_the_eager_load_and_a_mismatch_is_named(tmp
     for name, tensor in eager.items():
         assert torch.equal(got[name].to(tensor.dtype), tensor), name
     with pytest.raises(ValueError, match=rf"{tmp_path}: its weights do not match the model"):
-        type(source)(tmp_path, source.config, "lm", source.convert, [*eager, "extra.weight"])
+        type(source)(tmp_path, source.config, "lm", source.convert,
+                     {**eager, "extra.weight": torch.empty(1)})
