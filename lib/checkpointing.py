@@ -57,6 +57,8 @@ MARKER = "COMPLETE.json"
 BEST_FILE = "best.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 DAMAGED_SUFFIX = ".damaged"
+DAMAGED_ADVICE = ("resume from another checkpoint, or without --resume_from to take the newest "
+                  "one that verifies")
 
 
 class CheckpointWriteError(OSError):
@@ -72,6 +74,9 @@ def _write_failures():
 
 
 def _check(view):
+    keep_last = view.get("Checkpointer", "keep_last")
+    if keep_last < 0:
+        return [("keep_last", f"Checkpointer.keep_last={keep_last} must be >= 0 (0 keeps all)")]
     metric = view.get("Checkpointer", "best_metric")
     if not metric:
         return []
@@ -177,8 +182,7 @@ class Checkpointer:
         problem = verify(path)
         if problem is not None:
             raise ConfigError(f"--resume_from={resume_from}: {path} is damaged: {problem}; "
-                              "resume from another checkpoint, or without --resume_from to "
-                              "take the newest one that verifies")
+                              f"{DAMAGED_ADVICE}")
         return path
 
     def clean_up(self) -> None:
@@ -322,6 +326,31 @@ class Checkpointer:
             shutil.rmtree(doomed, ignore_errors=True)
 
     # -- loading -----------------------------------------------------------------------------
+
+    def fit_problem(self, path: pathlib.Path, model, optimizer) -> Optional[str]:
+        """Why `load` could not fill this model and optimizer from `path` (a tensor the
+        checkpoint lacks, or holds in another shape), else None: read from the checkpoint's
+        metadata before anything is written, where DCP's own error would come mid-load."""
+        from torch.distributed.checkpoint import FileSystemReader
+        from torch.distributed.checkpoint._nested_dict import flatten_state_dict
+        from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+        dcp = _dcp()
+        model_sd, optim_sd = dcp.state_dict.get_state_dict(model, optimizer,
+                                                           options=self._options())
+        saved = FileSystemReader(str(path)).read_metadata().state_dict_metadata
+        flat, _ = flatten_state_dict({"model": model_sd, "optim": optim_sd})
+        for key, value in flat.items():
+            if not isinstance(value, torch.Tensor):
+                continue
+            there = saved.get(key)
+            if there is None:
+                return f"{path} has no {key}, which this config's model or optimizer needs"
+            if isinstance(there, TensorStorageMetadata) and tuple(there.size) != tuple(
+                    value.shape):
+                return (f"{path} holds {key} as {list(there.size)}, and this config's model "
+                        f"needs {list(value.shape)}")
+        return None
 
     def load(self, path: pathlib.Path, model, optimizer) -> dict:
         """Loads model and optimizer in place and this rank's RNG states; returns the trainer

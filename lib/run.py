@@ -1,10 +1,11 @@
 """One training run, from a checked config to an exit status.
 
-Start-up, in order: the process group; every rank checks it holds the same config; on several
-nodes, that every node sees the workdir (rank 0 makes it for that); the workdir and its
-checkpoints (incomplete ones removed); the resume point, whose saved config is compared with
-this one; the components (which write nothing, so a bad value leaves no workdir, or on several
-nodes an empty one); then the workdir files, the loggers, the signal handlers, and training.
+Start-up, in order: the process group; every rank checks it holds the same config; that the
+workdir can be a folder, and on several nodes that every node sees it (rank 0 makes it for
+that); its checkpoints (incomplete ones removed); the resume point, whose saved config is
+compared with this one; the components (which write nothing, so a bad value leaves no workdir,
+or on several nodes an empty one), whose encoded examples and tensor shapes are then compared
+with the checkpoint's; then the workdir files, the loggers, the signal handlers, and training.
 
 Exit status: 0 done; 1 an unexpected error (a bug: its traceback, then a last line saying what
 the run was doing); 2 a config or data problem (nothing trained), or a checkpoint that cannot
@@ -14,6 +15,7 @@ by SIGTERM/SIGINT/SIGUSR1 after saving a checkpoint (run the same command again 
 """
 
 import datetime
+import json
 import os
 import pathlib
 import secrets
@@ -26,7 +28,7 @@ from typing import Optional, Sequence
 from absl import logging
 
 from lib import config, distributed, reporting, run_info
-from lib.checkpointing import CONFIG_FILE, Checkpointer, CheckpointWriteError
+from lib.checkpointing import CONFIG_FILE, STATE_FILE, Checkpointer, CheckpointWriteError
 from lib.config import copies
 from lib.config.diff import diff
 from lib.trainer import NonFiniteLossError, Preempted, Trainer
@@ -73,6 +75,9 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
         workdir = pathlib.Path(distributed.broadcast_object(
             str(pathlib.Path(workdir).resolve()) if workdir else
             str(default_workdir(first_gin_file))))
+        unusable = distributed.broadcast_object(_unusable_workdir(workdir))
+        if unusable:
+            raise RunError(unusable, EXIT_CONFIG)
         unshared = _unshared_workdir(workdir, dist_info)
         if unshared:
             raise RunError(unshared, EXIT_CONFIG, every_node=True)
@@ -82,11 +87,23 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
         resume = _resume_point(checkpointer, resume_from, dist_info.is_main)
         changes = _compare_configs(resume, cfg, allow_config_change) if resume else []
         trainer = Trainer(str(workdir), dist_info, checkpointer)
+        if resume:
+            changes += _compare_data(resume, trainer.task.data_digest, allow_config_change)
+        unfit = resume and checkpointer.fit_problem(resume, trainer.model, trainer.optimizer)
+        if unfit:
+            raise RunError(f"cannot resume: {unfit}. A checkpoint resumes only into the model "
+                           "and optimizer that saved it: undo the config change that alters "
+                           "them, or start a new run from its weights with "
+                           f"Trainer.init_from='{resume.parent.parent}'", EXIT_CONFIG)
     except (ValueError, OSError) as e:
         raise RunError(config.user_message(e), EXIT_CONFIG) from e
 
     if dist_info.is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunError(f"cannot make the workdir {workdir}: {e.strerror}; give a folder "
+                           "you can write for --workdir", EXIT_CONFIG) from e
         _log_to_file(workdir / "train.log")
         logging.info("workdir: %s", workdir)
         idle = distributed.idle_gpus() if dist_info.device.type == "cpu" else None
@@ -138,10 +155,9 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
         raise RunError(str(e), EXIT_WRITE) from e
     except NonFiniteLossError as e:
         steps = checkpointer.complete_steps()
-        if dist_info.is_main:
-            logging.error("%s; last good checkpoint: %s", e,
-                          checkpointer.root / f"step_{steps[-1]}" if steps else "none")
-        return EXIT_NON_FINITE
+        raise RunError(f"{e}; last good checkpoint: "
+                       f"{checkpointer.root / f'step_{steps[-1]}' if steps else 'none'}",
+                       EXIT_NON_FINITE) from e
     except Exception as e:  # a bug: keep the traceback, and end with what the run was doing
         lines = [line for line in str(e).splitlines() if line.strip()]
         lost = distributed.lost_peer(e)
@@ -159,6 +175,21 @@ def _run(cfg, dist_info, workdir, first_gin_file, resume_from, allow_config_chan
 
 
 PROBE_WAIT_S = 30.0  # how long each other node looks for rank 0's probe file in the workdir
+
+
+def _unusable_workdir(workdir: pathlib.Path) -> Optional[str]:
+    """Why the workdir could not be made or written into (rank 0's view, found before any
+    work and without writing), else None."""
+    existing = workdir
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is" if existing == workdir else f"lies under {existing}, which is"
+        return f"the workdir {workdir} {where} a file, not a folder; give a folder for --workdir"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return (f"the workdir {workdir} cannot be written: {existing} is not writable by this "
+                "user; give a folder you can write for --workdir")
+    return None
 
 
 def _unshared_workdir(workdir: pathlib.Path, dist_info) -> Optional[str]:
@@ -244,6 +275,26 @@ def _compare_configs(resume: pathlib.Path, cfg, allow_config_change: bool):
             advice="pass --allow_config_change to resume anyway, or use a new --workdir for a "
                    "fresh start")
     return changes
+
+
+def _compare_data(resume: pathlib.Path, digest: str, allow_config_change: bool) -> list:
+    """[the change] if the examples differ from those the checkpoint trained on (the same
+    config over edited data files); refused unless allowed. A checkpoint saved before digests
+    were recorded is not compared."""
+    saved = json.loads((resume / STATE_FILE).read_text()).get("data_digest")
+    if saved is None or saved == digest:
+        return []
+    digests = f"digest {saved[:12]} there, {digest[:12]} now"
+    if not allow_config_change:
+        raise config.ConfigError(
+            [config.Problem(None, (
+                f"resuming {resume} on other data: the examples differ from those it was "
+                f"trained on ({digests}); a data file's contents, or how they are read, "
+                "changed"))],
+            advice="restore the data, pass --allow_config_change to resume on the new data, or "
+                   "use a new --workdir for a fresh start")
+    change = f"data: the examples differ from those the checkpoint was trained on ({digests})"
+    return [change]
 
 
 def _install_stop_handlers(trainer: Trainer) -> dict:

@@ -162,8 +162,13 @@ class Trainer:
             model = model_fn(head=head)
         vocab = model.tok_embeddings.num_embeddings
         if self.tokenizer.vocab_size > vocab:
-            raise ValueError(f"the tokenizer has {self.tokenizer.vocab_size} ids but the model "
-                             f"embeds only {vocab}; raise the model's vocab_size")
+            source = getattr(model, "hf_source", None)
+            raise ValueError(
+                f"the tokenizer in {self.tokenizer.path} has {self.tokenizer.vocab_size} ids but "
+                + (f"the model of {source} embeds only {vocab} (its config.json's vocab_size); "
+                   "use the tokenizer that came with the checkpoint" if source else
+                   f"the model embeds only {vocab}; raise the model builder's vocab_size (e.g. "
+                   "llama3_model.vocab_size)"))
         self.num_params = sum(p.numel() for p in model.parameters())
         self.base_digest = None
         if self.streamed:

@@ -147,7 +147,9 @@ def test_a_best_metric_the_task_does_not_report_is_refused(search_roots):
 
 
 def test_the_best_checkpoint_exports_as_an_hf_directory(finished, tmp_path):
-    """launchers.export names a checkpoint (here best) and writes what export_hf writes."""
+    """launchers.export names a checkpoint (here best) and writes what export_hf writes; it
+    replaces an earlier export and leaves no temporary folder behind."""
+    import os
     import shutil
     import subprocess
     import sys
@@ -159,17 +161,72 @@ def test_the_best_checkpoint_exports_as_an_hf_directory(finished, tmp_path):
     best = {"step": 2, "metric": "eval/accuracy", "value": 0.5}
     (run / "checkpoints" / "best.json").write_text(json.dumps(best))
     out = tmp_path / "hf-best"
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # an earlier export's file: replaced
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     proc = subprocess.run([sys.executable, "-m", "launchers.export",
                            str(run / "checkpoints" / "best"), f"--out={out}"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TMPDIR": str(scratch)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"exported {run / 'checkpoints' / 'step_2'} to {out}" in proc.stdout
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["LlamaForSequenceClassification"]
     assert (out / "model.safetensors").is_file()
+    assert list(scratch.glob("gintune-export-*")) == []  # (torch makes its own there)
     missing = subprocess.run([sys.executable, "-m", "launchers.export",
                               str(run / "checkpoints" / "step_9"), f"--out={out}"],
                              cwd=REPO, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "is not a complete checkpoint" in missing.stderr
+
+
+def _tree(folder):
+    return sorted((str(p.relative_to(folder)), p.is_file() and p.read_bytes())
+                  for p in folder.rglob("*"))
+
+
+def test_an_export_never_replaces_what_it_did_not_write(finished, tmp_path, capsys):
+    """An --out holding anything an export does not write (the run itself, a folder of the
+    user's files), or inside the checkpoint, is refused before any work, and so is a run folder
+    given as the checkpoint; nothing on disk changes."""
+    from absl import flags
+
+    from launchers import export
+
+    step = finished / "checkpoints" / "step_4"
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "thesis.txt").write_text("months of work")
+    (tmp_path / "plain").write_text("a file")
+    (tmp_path / "lora_adapter").mkdir()
+    (tmp_path / "lora_adapter" / "notes.md").write_text("keep")
+    cases = {
+        str(finished): f"{finished} holds what an export does not write (checkpoints, ",
+        str(theirs): f"{theirs} holds what an export does not write (thesis.txt), and an "
+                     "export replaces the whole folder; give a new folder or an earlier export",
+        str(step / "hf"): f"is inside the checkpoint {step}",
+        str(tmp_path / "plain"): f"--out: {tmp_path / 'plain'} is a file",
+        str(tmp_path / "lora"): f"{tmp_path / 'lora_adapter'} holds what an export does not "
+                                "write (notes.md)",
+    }
+    before = {p: _tree(p) for p in (finished, tmp_path)}
+    for out, expected in [*cases.items(), ("run_folder", "")]:
+        given = finished if out == "run_folder" else step
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["export", f"--out={tmp_path / 'new' if out == 'run_folder' else out}"])
+        with pytest.raises(SystemExit) as exit_info:
+            export.main(["export", str(given)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2, (out, err)
+        assert err.count("error:") == 1 and err.startswith("error: "), (out, err)
+        if out == "run_folder":
+            assert (f"{finished} is a run folder; give one of its checkpoints: "
+                    f"{finished / 'checkpoints'}/<one of: step_2, step_4> or "
+                    f"{finished / 'checkpoints' / 'best'}") in err
+        else:
+            assert expected in err, (out, err)
+    assert {p: _tree(p) for p in (finished, tmp_path)} == before
+    flags.FLAGS.unparse_flags()

@@ -138,8 +138,10 @@ def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpo
     proc = _run(workdir, "--gin_bindings=lr=1e30", "--gin_bindings=Trainer.max_grad_norm=0.0",
                 "--gin_bindings=Trainer.checkpoint_every=1")
     assert proc.returncode == 3, proc.stderr[-3000:]
-    assert "non-finite loss or gradient at step 2" in proc.stderr
-    assert f"last good checkpoint: {workdir / 'checkpoints' / 'step_1'}" in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: non-finite loss or gradient at step 2"), last
+    assert last.endswith(f"; last good checkpoint: {workdir / 'checkpoints' / 'step_1'}"), last
+    assert proc.stderr.count("error:") == 1
     assert _steps(workdir) == [1]
 
 

@@ -17,6 +17,10 @@ from lib.models.hf import FAMILIES
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "generation_config.json")
+# Everything an export folder (or its PEFT adapter folder) holds; launchers.export replaces
+# only a folder that holds nothing else.
+EXPORT_FILES = frozenset({"model.safetensors", "config.json", "adapter_model.safetensors",
+                          "adapter_config.json", *TOKENIZER_FILES})
 
 
 def _write_peft_adapter(full: dict, model, directory: pathlib.Path) -> None:

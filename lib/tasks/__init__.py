@@ -27,8 +27,10 @@ loss sum by the global batch's total weight, so the gradient is the mean over th
 whatever the split into ranks and micro-batches. Adding a task touches no file of the loop.
 """
 
+import array
+import hashlib
 import pathlib
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -39,6 +41,24 @@ from lib.data.batching import StepSchedule, eval_shard
 # {task configurable name: its eval metric names}, for config checks that name a metric
 # (Checkpointer.best_metric); each task module adds its own.
 EVAL_METRICS = {}
+
+
+def examples_digest(data) -> str:
+    """SHA-256 of a task's encoded train and eval examples: their tokens and fields (the data
+    files' contents as read, tokenized and cut), not the paths they came from."""
+    h = hashlib.sha256()
+    for split in ("train", "eval"):
+        h.update(f"{split}:".encode())
+        for example in getattr(data, split):
+            for key, value in vars(example).items():
+                if key == "source":
+                    continue
+                try:  # token ids: their bytes, three times faster than their repr
+                    h.update(b"%s=%d:" % (key.encode(), len(value))
+                             + array.array("q", value).tobytes())
+                except TypeError:
+                    h.update(f"{key}={value!r};".encode())
+    return h.hexdigest()
 
 
 class Task:
@@ -60,11 +80,28 @@ class Task:
         self.tokenizer, self.dist, self.pack = tokenizer, dist_info, pack
         self.eval_batch_size = eval_batch_size
         self.data = self.build_data(tokenizer)
+        for split in ("train", "eval"):
+            problem = self._all_dropped(split)
+            if problem:
+                raise ValueError(problem)
+        self.data_digest = examples_digest(self.data)
         if not self.data.eval:
             raise ValueError(f"{type(self).__name__}: no eval examples: give the data "
                              "builder's eval_files or eval_fraction")
         self.schedule = StepSchedule(len(self.data.train), global_batch_size, dist_info.rank,
                                      dist_info.world_size, micro_batch_size, seed)
+
+    def _all_dropped(self, split: str) -> Optional[str]:
+        """Why a split read rows but kept none (every one dropped), else None."""
+        stats = self.data.stats()
+        rows = stats.get(f"data/{split}/rows", 0)
+        if not rows or getattr(self.data, split):
+            return None
+        why = ", ".join(f"{k.rsplit('/', 1)[1]}: {v}" for k, v in stats.items()
+                        if k.startswith(f"data/{split}/dropped") and v)
+        return (f"{type(self).__name__}: all {rows} {split} rows were dropped ({why}); raise "
+                "max_length or keep over-length rows with overlength_policy='truncate', and "
+                "remove empty or identical replies")
 
     def build_data(self, tokenizer):
         raise NotImplementedError
@@ -116,8 +153,9 @@ class Task:
         return []
 
     def checkpoint_state(self) -> dict:
-        """JSON-able facts saved in trainer_state.json beside the weights."""
-        return {}
+        """JSON-able facts saved in trainer_state.json beside the weights: the digest of the
+        examples it was trained on, which a resume compares."""
+        return {"data_digest": self.data_digest}
 
     def export(self, model, tokenizer, directory: pathlib.Path, is_main: bool) -> None:
         from lib.models.export import export_hf

@@ -1,6 +1,7 @@
 """Every failure a user can cause ends in one `error:` line naming what and where, with its
 documented exit status, and nothing written (real files, real launcher processes)."""
 
+import json
 import os
 import pathlib
 import socket
@@ -247,3 +248,116 @@ def test_torchrun_watch_counts_running_ranks_not_those_waiting_to_be_reaped():
         assert _answers("127.0.0.1", s.getsockname()[1])
         port = s.getsockname()[1]
     assert not _answers("127.0.0.1", port)
+
+
+def test_torchrun_names_rank_0_when_every_rank_failed_alike():
+    """Ranks that all find the same problem (damaged weights are checked on each) exit in an
+    order that is chance; the last line names the lowest of them, not whichever was first."""
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    from launchers.torchrun import reported_failure
+
+    def failure(rank, exitcode, timestamp):
+        f = ProcessFailure(local_rank=rank, pid=100 + rank, exitcode=exitcode,
+                           error_file="/nonexistent")
+        f.timestamp = timestamp
+        return f
+
+    alike = {0: failure(0, 2, 11), 1: failure(1, 2, 10)}
+    assert reported_failure(alike) == (0, alike[0])
+    # A rank that failed first for its own reason is named, not rank 0 timing out after it.
+    apart = {0: failure(0, 1, 30), 1: failure(1, 2, 10), 2: failure(2, 2, 12)}
+    assert reported_failure(apart) == (1, apart[1])
+
+
+def test_a_workdir_that_cannot_be_a_folder_is_refused_before_any_work(tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    under = f"lies under {tmp_path / 'afile'}, which is"
+    for workdir, where in [(tmp_path / "afile", "is"), (tmp_path / "afile" / "sub", under)]:
+        proc = run_launcher(["--gin_file=gin/reward.gin", "--gin_file=gin/debug/smoke.gin",
+                             f"--workdir={workdir}"])
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert proc.stderr.strip().splitlines()[-1] == (
+            f"error: the workdir {workdir} {where} a file, not a folder; give a folder for "
+            "--workdir")
+        assert "Traceback" not in proc.stderr
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+@pytest.mark.slow
+def test_a_checkpoint_another_model_saved_is_refused_before_anything_is_written(tmp_path,
+                                                                                 sft_run):
+    """--allow_config_change lets the config change, not the model's shapes: the checkpoint's
+    metadata is compared with the model before the workdir is made (DCP's own error came
+    mid-load, as a traceback, after the workdir's files were written)."""
+    step = sorted((sft_run / "checkpoints").glob("step_*"))[-1]
+    proc = run_launcher(["--gin_file=gin/reward.gin", "--gin_file=gin/debug/smoke.gin",
+                         f"--resume_from={step}", "--allow_config_change",
+                         f"--workdir={tmp_path / 'w'}"])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot resume: {step} holds model.output.weight as [512,"), last
+    assert last.endswith("and this config's model needs [1, 128]. A checkpoint resumes only into "
+                         "the model and optimizer that saved it: undo the config change that "
+                         "alters them, or start a new run from its weights with "
+                         f"Trainer.init_from='{sft_run}'"), last
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_resume_on_edited_data_is_refused_unless_allowed(tmp_path):
+    """The config names the same file, but its rows changed since the checkpoint: the digest
+    of the encoded examples, saved beside the weights, tells."""
+    from tests.conftest import DEMO
+
+    data = tmp_path / "train.jsonl"
+    rows = (DEMO / "train.jsonl").read_text().splitlines()
+    data.write_text("\n".join(rows) + "\n")
+    args = ["--gin_file=gin/reward.gin", "--gin_file=gin/debug/smoke.gin",
+            f"--gin_bindings=build_preference_data.train_files=['{data}']",
+            "--gin_bindings=RunLogger.use_wandb=False", f"--workdir={tmp_path / 'w'}"]
+    first = run_launcher([*args, "--gin_bindings=Trainer.num_steps=2"])
+    assert first.returncode == 0, first.stderr[-2000:]
+    same = run_launcher([*args, "--gin_bindings=Trainer.num_steps=2"])  # nothing to train
+    assert same.returncode == 0 and "data: the examples differ" not in same.stderr
+    row = json.loads(rows[0])
+    row["chosen"], row["rejected"] = row["rejected"], row["chosen"]
+    data.write_text("\n".join([json.dumps(row), *rows[1:]]) + "\n")
+    refused = run_launcher(args)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    step = tmp_path / "w" / "checkpoints" / "step_2"
+    assert f"resuming {step} on other data: the examples differ from those it was trained on " \
+           "(digest " in refused.stderr
+    assert refused.stderr.count("error:") == 1
+    assert not (tmp_path / "w" / "checkpoints" / "step_4").exists()
+    allowed = run_launcher([*args, "--allow_config_change"])
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+    assert "config changed since the checkpoint: data: the examples differ from those the " \
+           "checkpoint was trained on" in allowed.stderr
+
+
+def test_a_split_whose_rows_were_all_dropped_says_so(tmp_path):
+    long = tmp_path / "long.jsonl"
+    long.write_text("".join(json.dumps({"prompt": "word " * 200, "chosen": "yes " * 100,
+                                        "rejected": "no " * 100}) + "\n" for _ in range(5)))
+    proc = run_launcher(["--gin_file=gin/reward.gin", "--gin_file=gin/debug/smoke.gin",
+                         f"--gin_bindings=build_preference_data.eval_files=['{long}']",
+                         "--gin_bindings=build_preference_data.overlength_policy='drop'",
+                         f"--workdir={tmp_path / 'w'}"])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: RewardTask: all 5 eval rows were dropped (dropped_over_length: 5); raise "
+        "max_length or keep over-length rows with overlength_policy='truncate', and remove "
+        "empty or identical replies")
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_tokenizer_larger_than_the_models_vocabulary_names_the_knob(tmp_path):
+    proc = run_launcher(["--gin_file=gin/reward.gin", "--gin_file=gin/debug/smoke.gin",
+                         "--gin_bindings=llama3_model.vocab_size=100",
+                         f"--workdir={tmp_path / 'w'}"])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "ids but the model embeds only 100; raise the model builder's vocab_size (e.g. "
+        "llama3_model.vocab_size)")
+    assert not (tmp_path / "w").exists()
