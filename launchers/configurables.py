@@ -65,7 +65,16 @@ def main(argv):
     if FLAGS.snapshot:
         sys.stdout.write(snapshot())
     else:
-        sys.stdout.write(listing(argv[1] if len(argv) > 1 else ""))
+        text = listing(argv[1] if len(argv) > 1 else "")
+        if not text:
+            import difflib
+
+            from lib.config import registry
+
+            close = difflib.get_close_matches(argv[1], sorted(registry.specs()), n=3)
+            cli.fail(f"no configurable or parameter name contains {argv[1]!r}"
+                     + (f"; did you mean: {', '.join(close)}?" if close else ""))
+        sys.stdout.write(text)
 
 
 if __name__ == "__main__":

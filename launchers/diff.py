@@ -15,9 +15,9 @@ from launchers import cli
 
 
 def diff_text(a: pathlib.Path, b: pathlib.Path) -> str:
-    from lib.runs import read_config
+    from lib.runs import read_config, read_text
 
-    (va, wa), (vb, wb) = (read_config(_config_file(p).read_text()) for p in (a, b))
+    (va, wa), (vb, wb) = (read_config(read_text(f), str(f)) for f in map(_config_file, (a, b)))
     lines = [f"--- {a}", f"+++ {b}"]
     for key in sorted(set(va) | set(vb)):
         if key in va and key in vb and va[key] == vb[key]:
@@ -78,10 +78,18 @@ def main(argv):
         raise app.UsageError("give two runs or checkpoints")
     a, b = (pathlib.Path(p) for p in argv[1:])
     for p in (a, b):
+        if (p.name == "best" and not p.exists() and p.parent.name == "checkpoints"
+                and not (p.parent / "best.json").exists()):
+            cli.fail(f"{p}: the run records no best checkpoint (Checkpointer.best_metric picks "
+                     "one at each eval step)")
         if not _config_file(p).is_file():
             cli.fail(f"{p}: no operative_config.gin (give a run folder, a checkpoint folder or "
                      "the file)")
-    print(diff_text(a, b))
+    try:
+        text = diff_text(a, b)
+    except (OSError, ValueError) as e:
+        cli.fail(str(e))
+    print(text)
     return 0
 
 

@@ -30,30 +30,47 @@ FLAGS = flags.FLAGS
 def main(argv):
     from lib import runs
 
-    if FLAGS.wandb_project:
-        records = runs.from_wandb_api(FLAGS.wandb_project)
-    elif FLAGS.wandb_offline:
-        try:
-            records = [runs.from_wandb_offline(p)
-                       for p in runs.find_wandb_offline(argv[1:] or ["runs"])]
-        except (FileNotFoundError, ValueError) as e:
-            cli.fail(str(e))
-    else:
-        try:
-            records = [runs.from_run_dir(p) for p in runs.find_runs(argv[1:] or ["runs"])]
-        except FileNotFoundError as e:
-            cli.fail(str(e))
-    where = [_condition(w) for w in FLAGS.where]
-    header, rows = runs.table(records, FLAGS.metrics, where, FLAGS.sort)
-    print(runs.format_table(header, rows))
+    paths = argv[1:] or ["runs"]
+    try:
+        if FLAGS.wandb_project:
+            records = _from_wandb_api(runs, FLAGS.wandb_project)
+        elif FLAGS.wandb_offline:
+            records = [runs.from_wandb_offline(p) for p in runs.find_wandb_offline(paths)]
+        else:
+            records = [runs.from_run_dir(p) for p in runs.find_runs(paths)]
+        if not records:
+            cli.fail(f"no runs in {', '.join(paths)}: a run folder holds operative_config.gin "
+                     "and metrics.jsonl")
+        where = [_condition(w) for w in FLAGS.where]
+        if FLAGS["metrics"].present:
+            unknown = [m for m in FLAGS.metrics
+                       if not any(m in r.final or m in r.best for r in records)]
+            if unknown:
+                cli.fail(f"--metrics: no run records {', '.join(unknown)}")
+        header, rows = runs.table(records, FLAGS.metrics, where, FLAGS.sort)
+    except (OSError, ValueError) as e:
+        cli.fail(str(e))
     if FLAGS.csv:
-        with open(FLAGS.csv, "w", newline="") as f:
-            f.write(runs.to_csv(header, rows))
+        try:
+            with open(FLAGS.csv, "w", newline="") as f:
+                f.write(runs.to_csv(header, rows))
+        except OSError as e:
+            cli.fail(f"--csv={FLAGS.csv}: {e.strerror}")
+    print(runs.format_table(header, rows))
     return 0
 
 
+def _from_wandb_api(runs, project: str):
+    try:
+        return runs.from_wandb_api(project)
+    except Exception as e:  # wandb's UsageError (no API key), CommError (no network), ...
+        cli.fail(f"--wandb_project={project}: {type(e).__name__}: {e}")
+
+
 def _condition(text: str):
-    key, _, value = text.partition("=")
+    key, eq, value = text.partition("=")
+    if not eq or not key.strip():
+        cli.fail(f"--where={text}: give KEY=VALUE, such as --where=lr=0.0001")
     try:
         return key.strip(), ast.literal_eval(value.strip())
     except (ValueError, SyntaxError):

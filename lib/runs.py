@@ -9,9 +9,11 @@ launcher logs (`build_adamw/lr`, `lr`, ...).
 import csv
 import dataclasses
 import io
+import difflib
 import json
 import math
 import pathlib
+import tokenize
 import struct
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -36,9 +38,19 @@ class RunRecord:
     steps: int
 
 
-def read_config(text: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
+def read_config(text: str, source: str = "the config") -> Tuple[Dict[str, Any],
+                                                                  Dict[str, str]]:
     """({key: value}, {key: provenance}) of a saved config. Parameters bound to a %macro are
-    represented by the macro's key (e.g. `lr`), so a value appears once."""
+    represented by the macro's key (e.g. `lr`), so a value appears once. A text gin cannot
+    parse raises ValueError naming `source`."""
+    try:
+        return _read_config(text)
+    except (SyntaxError, tokenize.TokenError, ValueError) as e:
+        raise ValueError(f"{source}: not a saved gin config ({type(e).__name__}: "
+                         f"{e.args[0] if e.args else e})") from None
+
+
+def _read_config(text: str):
     values, where = {}, {}
     for st in config_parser.ConfigParser(text, _Delegate()):
         if not isinstance(st, config_parser.BindingStatement) or isinstance(st.value, Macro):
@@ -69,9 +81,36 @@ def find_runs(paths: Iterable[str]) -> List[pathlib.Path]:
     return found
 
 
+def read_text(path: pathlib.Path) -> str:
+    """The file's text; ValueError naming it if it is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not valid UTF-8 (byte 0x{e.object[e.start]:02x} at offset "
+                         f"{e.start})") from None
+
+
+def read_metrics(path: pathlib.Path) -> List[dict]:
+    """The records of a metrics.jsonl. A cut-off last line (a run killed while writing it) is
+    left out; a bad line before it raises ValueError naming the file and line."""
+    lines = read_text(path).splitlines()
+    records = []
+    for n, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if n == len(lines):
+                break
+            raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            raise ValueError(f"{path}:{n}: not a metrics record (an object with a step)")
+        records.append(record)
+    return records
+
+
 def from_run_dir(path: pathlib.Path) -> RunRecord:
-    config, provenance = read_config((path / CONFIG_FILE).read_text())
-    history = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    config, provenance = read_config(read_text(path / CONFIG_FILE), str(path / CONFIG_FILE))
+    history = read_metrics(path / "metrics.jsonl")
     final, best = _summaries(history)
     steps = max((r["step"] for r in history), default=0)
     return RunRecord(path.name, str(path), config, provenance, final, best, steps)
@@ -140,6 +179,11 @@ def table(records: Sequence[RunRecord], metrics: Sequence[str],
           where: Sequence[Tuple[str, Any]] = (), sort: Optional[str] = None):
     """(header, rows): one row per run; columns are the run, the config keys whose values
     differ between the runs, then final/best of each metric."""
+    for key, _ in where:
+        if records and not any(key in r.config for r in records):
+            close = difflib.get_close_matches(key, sorted({k for r in records for k in r.config}))
+            raise ValueError(f"--where {key}=...: no run's config has {key}"
+                             + (f"; did you mean {', '.join(close)}?" if close else ""))
     records = [r for r in records if all(r.config.get(k) == v for k, v in where)]
     keys = sorted({k for r in records for k in r.config})
     differing = [k for k in keys if len({repr(r.config.get(k)) for r in records}) > 1]
@@ -155,6 +199,9 @@ def table(records: Sequence[RunRecord], metrics: Sequence[str],
     if sort:
         descending = sort.startswith("-")
         column = sort.lstrip("-")
+        if column not in header and f"final {column}" not in header:
+            raise ValueError(f"--sort={sort}: no such column; sort by one of "
+                             f"{', '.join(c for c in header if not c.startswith('best '))}")
         index = header.index(column if column in header else f"final {column}")
         present = sorted((row for row in rows if row[index] is not None),
                          key=lambda row: row[index], reverse=descending)

@@ -106,3 +106,65 @@ def test_the_runs_command_reads_offline_wandb_records(parent):
     rows = proc.stdout.strip().splitlines()[2:]
     assert sorted(row.split()[0] for row in rows) == sorted(RUNS)
     assert all(str(_last(parent / row.split()[0], "eval/accuracy")) in row for row in rows)
+
+
+def _runs_fails(capsys, *args):
+    from absl import flags
+
+    from launchers import runs as runs_launcher
+
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["runs", *args[1:]])
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            runs_launcher.main(["runs", args[0]])
+    finally:
+        flags.FLAGS.unparse_flags()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("error:") == 1, err
+    return err.strip()
+
+
+def test_the_runs_table_names_each_mistake_in_one_line(parent, tmp_path, capsys):
+    import shutil
+
+    assert _runs_fails(capsys, str(parent), "--sort=-eval/acuracy") == (
+        "error: --sort=-eval/acuracy: no such column; sort by one of run, Trainer.seed, lr, "
+        "steps, final eval/accuracy, final eval/loss, final train/loss")
+    assert _runs_fails(capsys, str(parent), "--where=lr") == (
+        "error: --where=lr: give KEY=VALUE, such as --where=lr=0.0001")
+    assert _runs_fails(capsys, str(parent), "--where=Trainer.sed=1").startswith(
+        "error: --where Trainer.sed=...: no run's config has Trainer.sed; did you mean "
+        "Trainer.seed")
+    assert _runs_fails(capsys, str(parent), "--metrics=eval/nothing") == (
+        "error: --metrics: no run records eval/nothing")
+    assert _runs_fails(capsys, str(parent), f"--csv={tmp_path}") == (
+        f"error: --csv={tmp_path}: Is a directory")
+    (tmp_path / "empty").mkdir()
+    assert _runs_fails(capsys, str(tmp_path / "empty")) == (
+        f"error: no runs in {tmp_path / 'empty'}: a run folder holds operative_config.gin and "
+        "metrics.jsonl")
+    bad = tmp_path / "bad"
+    shutil.copytree(parent / "a", bad)
+    (bad / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, "train/lo\n{"step": 3}\n')
+    assert _runs_fails(capsys, str(bad)) == (
+        f"error: {bad / 'metrics.jsonl'}:2: not valid JSON (Unterminated string starting at)")
+    # A run killed while writing its last record reads without it.
+    (bad / "metrics.jsonl").write_text('{"step": 1, "train/loss": 0.5}\n{"step": 2, "tr')
+    assert runs.from_run_dir(bad).steps == 1
+    (bad / "operative_config.gin").write_text("Trainer.seed = (\n")
+    assert _runs_fails(capsys, str(bad)).startswith(
+        f"error: {bad / 'operative_config.gin'}: not a saved gin config (")
+
+
+def test_diff_names_what_is_not_a_config_or_not_recorded(parent, tmp_path):
+    (tmp_path / "notes.txt").write_text("just notes\n")
+    for other, message in [
+            (tmp_path / "notes.txt", f"{tmp_path / 'notes.txt'}: not a saved gin config ("),
+            (parent / "a" / "checkpoints" / "best", f"{parent / 'a' / 'checkpoints' / 'best'}: "
+             "the run records no best checkpoint")]:
+        proc = subprocess.run([sys.executable, "-m", "launchers.diff", str(parent / "a"),
+                               str(other)], cwd=REPO, capture_output=True, text=True)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+        assert proc.stderr.startswith(f"error: {message}"), proc.stderr
