@@ -31,7 +31,17 @@ def _parse(argv):
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
-        fail(f"{e} (see --help)")
+        fail(f"{_flag_message(e)} (see --help)")
+
+
+def _flag_message(e: Exception) -> str:
+    """absl's message for a flag error, without the tuple its boolean parser raises with
+    (`flag --x=maybe: ('Non-boolean argument to boolean flag', 'maybe')`)."""
+    cause = e.__context__
+    if (isinstance(e, flags.IllegalFlagValueError) and isinstance(cause, (TypeError, ValueError))
+            and len(cause.args) == 2 and str(cause.args[0]).startswith("Non-boolean")):
+        return f"{str(e).split(': ', 1)[0]} is not a boolean; give true or false (or 1 or 0)"
+    return str(e)
 
 
 def run(main):

@@ -65,9 +65,12 @@ def test_empty_replies_are_counted_and_dropped_or_refused(demo_tokenizer):
      "error: Unknown command line flag 'no_such_flag' (see --help)"),
     ("train", ["--gin_file=gin/reward.gin", "extra"],
      "error: unexpected arguments: ['extra'] (see --help)"),
+    ("train", ["--gin_file=gin/reward.gin", "--validate_only=maybe"],
+     "error: flag --validate_only=maybe is not a boolean; give true or false (or 1 or 0) "
+     "(see --help)"),
     ("diff", ["runs/a"], "error: give two runs or checkpoints (see --help)"),
     ("configurables", ["a", "b"], "error: give at most one FILTER (see --help)"),
-], ids=["unknown_flag", "extra_argument", "diff_one_run", "configurables_two_filters"])
+], ids=["unknown_flag", "extra_argument", "boolean_flag", "diff_one_run", "configurables_two_filters"])
 def test_wrong_usage_of_a_launcher_is_one_error_line_and_exit_2(module, args, expected):
     proc, errors = _launcher(module, *args)
     assert proc.returncode == 2 and errors == [expected], proc.stderr[-2000:]
