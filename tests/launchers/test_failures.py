@@ -70,7 +70,8 @@ def test_empty_replies_are_counted_and_dropped_or_refused(demo_tokenizer):
      "(see --help)"),
     ("diff", ["runs/a"], "error: give two runs or checkpoints (see --help)"),
     ("configurables", ["a", "b"], "error: give at most one FILTER (see --help)"),
-], ids=["unknown_flag", "extra_argument", "boolean_flag", "diff_one_run", "configurables_two_filters"])
+], ids=["unknown_flag", "extra_argument", "boolean_flag", "diff_one_run",
+        "configurables_two_filters"])
 def test_wrong_usage_of_a_launcher_is_one_error_line_and_exit_2(module, args, expected):
     proc, errors = _launcher(module, *args)
     assert proc.returncode == 2 and errors == [expected], proc.stderr[-2000:]
