@@ -8,13 +8,13 @@ launcher logs (`build_adamw/lr`, `lr`, ...).
 
 import csv
 import dataclasses
-import io
 import difflib
+import io
 import json
 import math
 import pathlib
-import tokenize
 import struct
+import tokenize
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from gin import config_parser

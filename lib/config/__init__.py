@@ -59,13 +59,16 @@ class LoadedConfig:
 SEARCH_PATH_ENV = "GINTUNE_GIN_PATH"
 
 
+def _env_roots() -> List[str]:
+    return [d for d in os.environ.get(SEARCH_PATH_ENV, "").split(os.pathsep) if d]
+
+
 def search_path(flags: Sequence[str]) -> List[pathlib.Path]:
     """The search roots: --gin_search_path flags in order, then the directories of
     $GINTUNE_GIN_PATH (a team's shared snippets, os.pathsep-separated), then the repository
     root, which stays reachable whatever is added (each root once, first place kept)."""
-    env = [d for d in os.environ.get(SEARCH_PATH_ENV, "").split(os.pathsep) if d]
     roots = []
-    for r in [*flags, *env, REPO_ROOT]:
+    for r in [*flags, *_env_roots(), REPO_ROOT]:
         path = pathlib.Path(os.path.expanduser(str(r))).resolve()
         if path not in roots:
             roots.append(path)
@@ -75,9 +78,9 @@ def search_path(flags: Sequence[str]) -> List[pathlib.Path]:
 def search_path_problems(flags: Sequence[str]) -> List[str]:
     """The --gin_search_path flags and $GINTUNE_GIN_PATH entries that are not directories: a
     root that does not exist finds nothing, so a typo in one would go unnoticed."""
-    env = [d for d in os.environ.get(SEARCH_PATH_ENV, "").split(os.pathsep) if d]
     return [f"{what} {d!r} is not a directory"
-            for what, entries in (("--gin_search_path", flags), (f"${SEARCH_PATH_ENV} entry", env))
+            for what, entries in (("--gin_search_path", flags),
+                                  (f"${SEARCH_PATH_ENV} entry", _env_roots()))
             for d in entries if not pathlib.Path(os.path.expanduser(str(d))).is_dir()]
 
 

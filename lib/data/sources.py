@@ -21,9 +21,9 @@ reward difference.
 
 import dataclasses
 import json
-import re
 import math
 import pathlib
+import re
 from typing import Dict, List, Optional, Union
 
 Messages = List[dict]
